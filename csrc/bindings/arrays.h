@@ -1,0 +1,67 @@
+// Array checks for the bindings. fusedtrain.ops validates every argument with messages that
+// name it; these checks are the last line that keeps a direct call into fusedtrain._C from
+// reading or writing out of bounds: the right dtype, C-contiguous, the expected size, writeable.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
+namespace fusedtrain::bindings {
+
+namespace py = pybind11;
+
+template <class T>
+inline bool has_dtype(const py::array& array) {
+  char kind = array.dtype().kind();
+  bool kind_ok = std::is_floating_point_v<T> ? kind == 'f'
+                 : std::is_signed_v<T>       ? kind == 'i'
+                                             : (kind == 'u' || kind == 'b');
+  return kind_ok && array.itemsize() == static_cast<py::ssize_t>(sizeof(T));
+}
+
+template <class T>
+inline void check_array(const py::array& array, const char* name, int64_t size) {
+  if (!has_dtype<T>(array)) {
+    throw py::type_error(std::string(name) + ": expected " + py::str(py::dtype::of<T>()).cast<std::string>() +
+                         ", got " + py::str(array.dtype()).cast<std::string>());
+  }
+  if (!(array.flags() & py::array::c_style)) {
+    throw py::value_error(std::string(name) + ": expected a C-contiguous array");
+  }
+  if (size >= 0 && array.size() != size) {
+    throw py::value_error(std::string(name) + ": expected " + std::to_string(size) + " elements, got " +
+                          std::to_string(array.size()));
+  }
+}
+
+// Read-only data of an array of T with `size` elements (size < 0: any size).
+template <class T>
+inline const T* input(const py::array& array, const char* name, int64_t size = -1) {
+  check_array<T>(array, name, size);
+  return static_cast<const T*>(array.data());
+}
+
+// Writeable data of an array of T with `size` elements (size < 0: any size).
+template <class T>
+inline T* output(py::array& array, const char* name, int64_t size = -1) {
+  check_array<T>(array, name, size);
+  if (!array.writeable()) throw py::value_error(std::string(name) + ": the array is read-only");
+  return static_cast<T*>(array.mutable_data());
+}
+
+// Optional read-only input: null for None.
+template <class T>
+inline const T* optional_input(const py::object& object, const char* name, int64_t size) {
+  if (object.is_none()) return nullptr;
+  return input<T>(object.cast<py::array>(), name, size);
+}
+
+inline int64_t dim(const py::array& array, int axis) { return static_cast<int64_t>(array.shape(axis)); }
+
+inline void require(bool condition, const std::string& message) {
+  if (!condition) throw py::value_error(message);
+}
+
+}  // namespace fusedtrain::bindings

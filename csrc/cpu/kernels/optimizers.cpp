@@ -1,0 +1,54 @@
+// Fused optimizer steps: one pass over the flat parameter buffer reads param, grad and the
+// optimizer state and writes param and state back, with the formulas of common/optimizers.h.
+#include <cmath>
+#include <cstdint>
+
+#include "common/optimizers.h"
+#include "cpu/isa.h"
+#include "cpu/parallel.h"
+
+namespace fusedtrain::cpu::FT_ISA {
+
+namespace {
+constexpr int64_t kOptimizerChunk = 1 << 14;
+}  // namespace
+
+void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float lr, float momentum,
+              bool nesterov, float weight_decay) {
+  const optim::SgdHyper hyper{lr, momentum, weight_decay, nesterov};
+  parallel_for(n, kOptimizerChunk, [&](int64_t begin, int64_t end) {
+    if (velocity) {
+      for (int64_t i = begin; i < end; ++i) optim::sgd_update(param[i], grad[i], velocity + i, hyper);
+    } else {
+      for (int64_t i = begin; i < end; ++i) optim::sgd_update(param[i], grad[i], nullptr, hyper);
+    }
+  });
+}
+
+void adam_step(float* param, const float* grad, float* m, float* v, int64_t n, int64_t step, float lr,
+               float beta1, float beta2, float eps, float weight_decay, bool decoupled) {
+  // Bias corrections in double: beta^step underflows gracefully and 1 - beta^step keeps its digits.
+  double correction1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
+  double correction2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
+  const optim::AdamHyper hyper{lr,
+                               beta1,
+                               beta2,
+                               eps,
+                               weight_decay,
+                               decoupled,
+                               static_cast<float>(lr / correction1),
+                               static_cast<float>(1.0 / std::sqrt(correction2))};
+  parallel_for(n, kOptimizerChunk, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) optim::adam_update(param[i], grad[i], m[i], v[i], hyper);
+  });
+}
+
+void rmsprop_step(float* param, const float* grad, float* square_avg, int64_t n, float lr, float alpha,
+                  float eps, float weight_decay) {
+  const optim::RmspropHyper hyper{lr, alpha, eps, weight_decay};
+  parallel_for(n, kOptimizerChunk, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) optim::rmsprop_update(param[i], grad[i], square_avg[i], hyper);
+  });
+}
+
+}  // namespace fusedtrain::cpu::FT_ISA

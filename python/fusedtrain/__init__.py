@@ -1,0 +1,10 @@
+"""fusedtrain: train neural networks from Python on hand-written C++ (AVX2/FMA, OpenMP) and CUDA
+kernels. Importing it loads the compiled module and nothing else: no threads are started and
+no GPU is touched until an op or info() asks for one."""
+
+from . import _C, ops
+from ._info import Info, info
+from ._threads import get_num_threads, set_num_threads
+from ._version import __version__
+
+__all__ = ["__version__", "ops", "info", "Info", "get_num_threads", "set_num_threads"]

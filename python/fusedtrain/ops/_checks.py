@@ -1,0 +1,119 @@
+"""Argument checks shared by every op: each failure names the argument, what was expected and
+what was received, and no check ever copies or converts an array."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+
+def is_cupy(array: Any) -> bool:
+    """True for a CuPy array, decided without importing CuPy."""
+    return type(array).__module__.split(".")[0] == "cupy"
+
+
+def describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"numpy.ndarray of {value.dtype} with shape {value.shape}"
+    if is_cupy(value):
+        return f"cupy.ndarray of {value.dtype} with shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def array(value: Any, name: str, dtype: Any = np.float32, ndim: int | None = None) -> np.ndarray:
+    """A C-contiguous NumPy array of `dtype` (and `ndim` dimensions), returned as is."""
+    if not isinstance(value, np.ndarray):
+        if is_cupy(value):
+            raise TypeError(f"{name}: this op runs on the CPU and takes NumPy arrays; got a CuPy array "
+                            f"(move it with {name}.get(), or pass CuPy arrays to every argument "
+                            f"of an op that has a CUDA kernel)")
+        raise TypeError(f"{name}: expected a numpy.ndarray of {np.dtype(dtype)}, got {describe(value)}")
+    if value.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {value.dtype} "
+                        f"(convert explicitly, e.g. {name}.astype(np.{np.dtype(dtype)}))")
+    if ndim is not None and value.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {value.shape}")
+    if not value.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous array, got strides {value.strides} for shape "
+                         f"{value.shape} (use np.ascontiguousarray({name}))")
+    return value
+
+
+def labels(value: Any, name: str, rows: int) -> np.ndarray:
+    """A C-contiguous 1-D int32 or int64 NumPy array of `rows` class labels."""
+    if not (isinstance(value, np.ndarray) and value.dtype in (np.int32, np.int64)):
+        raise TypeError(f"{name}: expected a 1-D numpy.ndarray of int32 or int64 class labels, "
+                        f"got {describe(value)}")
+    result = array(value, name, value.dtype, ndim=1)
+    if result.shape[0] != rows:
+        raise ValueError(f"{name}: expected {rows} labels (one per row), got {result.shape[0]}")
+    return result
+
+
+def same_shape(value: np.ndarray, name: str, shape: tuple, reference: str) -> None:
+    if value.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape} (the shape of {reference}), got {value.shape}")
+
+
+def output(out: Any, shape: tuple, dtype: Any = np.float32, name: str = "out") -> np.ndarray:
+    """`out` checked to be a writeable C-contiguous array of `shape`, or a new one when None."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    result = array(out, name, dtype)
+    if result.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {result.shape}")
+    if not result.flags.writeable:
+        raise ValueError(f"{name}: the array is read-only")
+    return result
+
+
+def no_overlap(out: np.ndarray, name: str, inputs: dict, in_place: tuple = ()) -> None:
+    """`out` may not share memory with the arrays of `inputs`, except that it may be exactly
+    (same data, same shape) one of the inputs named in `in_place`."""
+    for input_name, value in inputs.items():
+        if value is None or not np.may_share_memory(out, value):
+            continue
+        exact = (out.__array_interface__["data"][0] == value.__array_interface__["data"][0]
+                 and out.shape == value.shape)
+        if input_name in in_place and exact:
+            continue
+        allowed = f" (it may be {' or '.join(in_place)} itself, for an in-place update)" if in_place else ""
+        raise ValueError(f"{name}: shares memory with {input_name}; pass a separate array{allowed}")
+
+
+def real(value: Any, name: str, low: float | None = None, high: float | None = None,
+         low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number within [low, high] (a bound is excluded when its *_open is set)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    below = low is not None and (value < low or (low_open and value == low))
+    above = high is not None and (value > high or (high_open and value == high))
+    if below or above:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        interval = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise ValueError(f"{name}: expected a value in {interval}, got {value}")
+    return value
+
+
+def integer(value: Any, name: str, low: int | None = None, high: int | None = None) -> int:
+    """An integer (Python or NumPy, not bool) within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name}: expected an integer in [{low}, {high}], got {value}")
+    return value
+
+
+def choice(value: Any, name: str, options: dict) -> Any:
+    """The entry of `options` named by `value` (a string)."""
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name}: expected one of {', '.join(repr(o) for o in options)}, got {value!r}")
+    return options[value]

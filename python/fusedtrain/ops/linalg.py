@@ -1,0 +1,45 @@
+"""Matrix multiply with a fused epilogue: the Dense layer's forward pass is one call."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .. import _C
+from . import _checks as check
+from .activations import ACTIVATIONS
+
+
+def matmul(a: np.ndarray, b: np.ndarray, *, trans_a: bool = False, trans_b: bool = False,
+           alpha: float = 1.0, beta: float = 0.0, bias: Optional[np.ndarray] = None,
+           activation: Optional[str] = None, negative_slope: float = 0.01,
+           out: Optional[np.ndarray] = None) -> np.ndarray:
+    """``activation(alpha * op(a) @ op(b) + beta * out + bias)`` on 2-D float32 arrays.
+
+    ``op(x)`` is ``x.T`` when ``trans_x`` is set. ``bias`` has one value per output column.
+    ``activation`` is None, "relu", "leaky_relu" (with ``negative_slope``), "sigmoid", "tanh"
+    or "gelu". ``beta`` needs ``out`` (with ``beta == 0`` its contents are ignored, NaN included).
+    ``out`` may not overlap ``a``, ``b`` or ``bias``.
+    """
+    a = check.array(a, "a", ndim=2)
+    b = check.array(b, "b", ndim=2)
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    k_b, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if k != k_b:
+        raise ValueError(f"b: op(a) is {m}x{k} but op(b) is {k_b}x{n}; their inner dimensions must match "
+                         f"(trans_a={trans_a}, trans_b={trans_b})")
+    if bias is not None:
+        bias = check.array(bias, "bias", ndim=1)
+        if bias.shape[0] != n:
+            raise ValueError(f"bias: expected {n} values (one per output column), got {bias.shape[0]}")
+    alpha = check.real(alpha, "alpha")
+    beta = check.real(beta, "beta")
+    if beta != 0.0 and out is None:
+        raise ValueError("beta: a non-zero beta scales the existing contents of out; pass out=")
+    code = check.choice(activation, "activation", ACTIVATIONS) if activation is not None else 0
+    slope = check.real(negative_slope, "negative_slope")
+    out = check.output(out, (m, n))
+    check.no_overlap(out, "out", {"a": a, "b": b, "bias": bias})
+    _C.gemm(a, b, out, bias, bool(trans_a), bool(trans_b), alpha, beta, code, slope)
+    return out

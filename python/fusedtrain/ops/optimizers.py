@@ -1,0 +1,96 @@
+"""Fused optimizer steps: one in-place pass over a parameter buffer, its gradient and the
+optimizer state (float32 arrays of one shape), and global-norm gradient clipping."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from .. import _C
+from . import _checks as check
+
+
+def _buffers(param: np.ndarray, grad: np.ndarray, **state: np.ndarray) -> tuple:
+    """param and the state arrays (writeable) and grad, all of param's shape, none overlapping."""
+    param = check.array(param, "param")
+    arrays = {"param": param, "grad": grad, **state}
+    for name, value in arrays.items():
+        arrays[name] = value = check.array(value, name)
+        check.same_shape(value, name, param.shape, "param")
+        if name != "grad" and not value.flags.writeable:
+            raise ValueError(f"{name}: the array is read-only")
+    names = list(arrays)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            if np.may_share_memory(arrays[first], arrays[second]):
+                raise ValueError(f"{second}: shares memory with {first}; each buffer must be separate")
+    return tuple(arrays.values())
+
+
+def sgd_step(param: np.ndarray, grad: np.ndarray, velocity: Optional[np.ndarray] = None, *, lr: float,
+             momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0) -> None:
+    """SGD as PyTorch defines it, in place: ``g = grad + weight_decay * param``; with momentum,
+    ``velocity = momentum * velocity + g`` and the step uses ``velocity`` (or
+    ``g + momentum * velocity`` with nesterov); ``param -= lr * step``. Momentum needs a
+    ``velocity`` buffer, zero-initialised before the first step."""
+    lr = check.real(lr, "lr", low=0.0)
+    momentum = check.real(momentum, "momentum", low=0.0)
+    weight_decay = check.real(weight_decay, "weight_decay", low=0.0)
+    if nesterov and momentum == 0.0:
+        raise ValueError("nesterov: Nesterov momentum needs momentum > 0")
+    if momentum != 0.0 and velocity is None:
+        raise ValueError("velocity: momentum > 0 needs a velocity buffer (np.zeros_like(param))")
+    if velocity is None:
+        param, grad = _buffers(param, grad)
+    else:
+        param, grad, velocity = _buffers(param, grad, velocity=velocity)
+    _C.sgd_step(param, grad, velocity, lr, momentum, bool(nesterov), weight_decay)
+
+
+def adam_step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, *, step: int,
+              lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+              weight_decay: float = 0.0, decoupled: bool = False) -> None:
+    """Adam with bias correction, in place; ``step`` counts from 1. ``decoupled=True`` is AdamW
+    (``param *= 1 - lr * weight_decay``); otherwise weight decay is added to the gradient."""
+    step = check.integer(step, "step", low=1)
+    lr = check.real(lr, "lr", low=0.0)
+    beta1 = check.real(beta1, "beta1", low=0.0, high=1.0, high_open=True)
+    beta2 = check.real(beta2, "beta2", low=0.0, high=1.0, high_open=True)
+    eps = check.real(eps, "eps", low=0.0)
+    weight_decay = check.real(weight_decay, "weight_decay", low=0.0)
+    param, grad, m, v = _buffers(param, grad, m=m, v=v)
+    _C.adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, bool(decoupled))
+
+
+def rmsprop_step(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, *, lr: float,
+                 alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+    """RMSprop as PyTorch defines it, in place: ``g = grad + weight_decay * param``;
+    ``square_avg = alpha * square_avg + (1 - alpha) * g^2``;
+    ``param -= lr * g / (sqrt(square_avg) + eps)``."""
+    lr = check.real(lr, "lr", low=0.0)
+    alpha = check.real(alpha, "alpha", low=0.0, high=1.0)
+    eps = check.real(eps, "eps", low=0.0)
+    weight_decay = check.real(weight_decay, "weight_decay", low=0.0)
+    param, grad, square_avg = _buffers(param, grad, square_avg=square_avg)
+    _C.rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay)
+
+
+def clip_grad_norm(grads: Union[np.ndarray, Sequence[np.ndarray]], max_norm: float) -> float:
+    """Scales the gradients in place so that their global L2 norm is at most ``max_norm``
+    (factor ``max_norm / (norm + 1e-6)``, as PyTorch) and returns the norm before clipping.
+    A non-finite norm is returned as is and nothing is scaled."""
+    max_norm = check.real(max_norm, "max_norm", low=0.0, low_open=True)
+    arrays = [grads] if isinstance(grads, np.ndarray) else list(grads)
+    for index, value in enumerate(arrays):
+        name = "grads" if isinstance(grads, np.ndarray) else f"grads[{index}]"
+        check.array(value, name)
+        if not value.flags.writeable:
+            raise ValueError(f"{name}: the array is read-only")
+    norm = math.sqrt(sum(_C.sum_of_squares(value) for value in arrays))
+    if math.isfinite(norm) and norm > max_norm:
+        factor = max_norm / (norm + 1e-6)
+        for value in arrays:
+            _C.scale(value, factor)
+    return norm
