@@ -15,14 +15,15 @@ struct Identity {
   FT_HD float backward(float grad_output, float, float) { return grad_output; }
 };
 
+// The forward selects on x < 0 so that NaN passes through, as in NumPy and PyTorch.
 struct Relu {
-  FT_HD float forward(float x, float) { return x > 0.0f ? x : 0.0f; }
+  FT_HD float forward(float x, float) { return x < 0.0f ? 0.0f : x; }
   // The derivative at 0 is taken as 0, as PyTorch and Keras do.
   FT_HD float backward(float grad_output, float x, float) { return x > 0.0f ? grad_output : 0.0f; }
 };
 
 struct LeakyRelu {
-  FT_HD float forward(float x, float slope) { return x > 0.0f ? x : slope * x; }
+  FT_HD float forward(float x, float slope) { return x < 0.0f ? slope * x : x; }
   FT_HD float backward(float grad_output, float x, float slope) {
     return x > 0.0f ? grad_output : slope * grad_output;
   }
@@ -31,33 +32,40 @@ struct LeakyRelu {
 struct Sigmoid {
   FT_HD float forward(float x, float) { return math::sigmoid(x); }
   FT_HD float backward(float grad_output, float x, float) {
-    float s = math::sigmoid(x);
-    return grad_output * s * (1.0f - s);
+    return grad_output * math::sigmoid_derivative(x);
   }
 };
 
 struct Tanh {
   FT_HD float forward(float x, float) { return math::tanh(x); }
   FT_HD float backward(float grad_output, float x, float) {
-    float t = math::tanh(x);
-    return grad_output * (1.0f - t * t);
+    return grad_output * math::tanh_derivative(x);
   }
 };
 
-// GELU in its tanh form: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
+// GELU in its tanh form: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3). Computed as
+// x sigmoid(2u), the same function (1 + tanh(u) = 2 sigmoid(2u)): one exponential, and no
+// cancellation in 1 + tanh(u) for negative x, where GELU is small.
 struct Gelu {
   static constexpr float kSqrt2OverPi = 0.7978845608028654f;
   static constexpr float kCubic = 0.044715f;
   FT_HD float forward(float x, float) {
-    float u = kSqrt2OverPi * (x + kCubic * x * x * x);
-    return 0.5f * x * (1.0f + math::tanh(u));
+    float two_u = 2.0f * kSqrt2OverPi * (x + kCubic * x * x * x);
+    return x * math::sigmoid(two_u);
   }
-  // d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx, du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+  // d/dx x sigmoid(2u) = sigmoid(2u) + x sigmoid'(2u) 2 du/dx, du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+  // Beyond |x| = 20 the slope is exactly 1 or 0 in float; clamping there keeps 0 * inf (from
+  // x^2 overflowing) out of the product for huge |x|.
   FT_HD float backward(float grad_output, float x, float) {
-    float u = kSqrt2OverPi * (x + kCubic * x * x * x);
-    float t = math::tanh(u);
-    float du = kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
-    return grad_output * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+    x = math::clampf(x, -20.0f, 20.0f);
+    float two_u = 2.0f * kSqrt2OverPi * (x + kCubic * x * x * x);
+    float two_du = 2.0f * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
+    float e = math::exp_neg_abs(two_u);
+    float inv = 1.0f / (1.0f + e);
+    float sigmoid = (two_u < 0.0f ? e : 1.0f) * inv;  // the two forms of math::sigmoid ...
+    float sigmoid_derivative = e * inv * inv;          // ... and sigmoid_derivative, sharing e
+    float slope = sigmoid + x * sigmoid_derivative * two_du;
+    return grad_output * slope;
   }
 };
 

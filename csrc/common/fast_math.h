@@ -1,6 +1,8 @@
-// exp and tanh written with branch-free arithmetic only, so that the CPU loops vectorize and the
-// CUDA kernels compute bit-for-bit the same values as the CPU.
+// exp, tanh, sigmoid, log1p and row reductions written with branch-free arithmetic only, so that
+// the CPU loops vectorize and the CUDA kernels compute the same values as the CPU (up to the
+// fused multiply-adds each compiler forms).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -17,14 +19,18 @@ FT_HD float bits_to_float(uint32_t bits) {
 FT_HD float clampf(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
 // exp(x) = 2^n * exp(r) with n = round(x / ln 2) and |r| <= ln(2)/2; exp(r) by its Taylor
-// series to r^7 (relative error below 2e-7 on that interval). The input is clamped so that
-// 2^n stays a normal float: exp(-87.3) ~ 1.2e-38, exp(88.7) ~ 3.3e38. NaN propagates.
+// series to r^7 (relative error below 2e-7 on that interval). Below -87 the result is 0: the
+// true value is under 1.7e-38, and returning 0 keeps denormals (slow on x86) out of every
+// caller. Above 88 it saturates at exp(88) ~ 1.65e38, so that 2^n stays a finite float. NaN
+// needs no test: the clamp passes it through and it propagates into p.
 FT_HD float exp(float x) {
   const float input = x;
-  const bool is_nan = x != x;
-  x = is_nan ? 0.0f : clampf(x, -87.3f, 88.7f);
-  const float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  float n = (x * 1.44269504088896341f + round_magic) - round_magic;
+  x = clampf(x, -87.0f, 88.0f);
+  // Adding 1.5 * 2^23 rounds x / ln 2 to an integer n, which then sits in the low mantissa bits
+  // of `shifted`: integer arithmetic on the bits gives 2^n without a float-to-int conversion.
+  const float round_magic = 12582912.0f;
+  float shifted = x * 1.44269504088896341f + round_magic;
+  float n = shifted - round_magic;
   float r = x - n * 0.693145751953125f;   // ln 2 split in a high part exact in float ...
   r = r - n * 1.428606765330187e-06f;     // ... and the low remainder
   float p = 1.0f / 5040.0f;
@@ -35,16 +41,22 @@ FT_HD float exp(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  int32_t exponent = static_cast<int32_t>(n) + 127;
-  float result = p * bits_to_float(static_cast<uint32_t>(exponent) << 23);
-  return is_nan ? input : result;
+  uint32_t shifted_bits;
+  memcpy(&shifted_bits, &shifted, sizeof(shifted_bits));
+  const uint32_t magic_bits = 0x4B400000u;  // the bits of round_magic
+  float two_to_n = bits_to_float((shifted_bits - magic_bits + 127u) << 23);
+  float result = p * two_to_n;
+  return input < -87.0f ? 0.0f : result;
 }
 
+// exp(-|x|), in (0, 1]: the one exponential that sigmoid, tanh and the losses need, since it
+// never overflows. Written once so that a loop calling two of them computes it once.
+FT_HD float exp_neg_abs(float x) { return math::exp(-fabsf(x)); }
+
 // tanh: an odd polynomial fitted to tanh(x)/x on |x| < 0.6 (relative error ~1e-7), and
-// 1 - 2 / (exp(2|x|) + 1) beyond, where it no longer cancels badly. Both are computed and one
-// selected, which keeps the loop branch-free.
+// (1 - e) / (1 + e) with e = exp(-2|x|) <= 0.3 beyond, where 1 - e no longer cancels. Both
+// are computed and one selected, which keeps the loop branch-free.
 FT_HD float tanh(float x) {
-  float ax = x < 0.0f ? -x : x;
   float x2 = x * x;
   float p = -0.00589876f;
   p = p * x2 + 0.02079768f;
@@ -53,11 +65,92 @@ FT_HD float tanh(float x) {
   p = p * x2 - 0.33333296f;
   p = p * x2 + 1.0f;
   float small = x * p;
-  float large = 1.0f - 2.0f / (math::exp(2.0f * ax) + 1.0f);
+  float e = math::exp_neg_abs(2.0f * x);
+  float large = (1.0f - e) / (1.0f + e);
   large = x < 0.0f ? -large : large;
-  return ax < 0.6f ? small : large;
+  return fabsf(x) < 0.6f ? small : large;
 }
 
-FT_HD float sigmoid(float x) { return 1.0f / (1.0f + math::exp(-x)); }
+// tanh'(x) = 1 - tanh(x)^2 = 4 e / (1 + e)^2 with e = exp(-2|x|): a product of positive terms,
+// so it keeps its relative accuracy where 1 - tanh^2 would cancel (|x| > 4 or so).
+FT_HD float tanh_derivative(float x) {
+  float e = math::exp_neg_abs(2.0f * x);
+  float inv = 1.0f / (1.0f + e);
+  return 4.0f * e * inv * inv;
+}
+
+// sigmoid(x) = 1 / (1 + exp(-x)) for x >= 0 and exp(x) / (1 + exp(x)) below: with
+// e = exp(-|x|) neither overflows, and the result keeps its relative accuracy for large -x.
+FT_HD float sigmoid(float x) {
+  float e = math::exp_neg_abs(x);
+  float numerator = x < 0.0f ? e : 1.0f;
+  return numerator / (1.0f + e);
+}
+
+// sigmoid'(x) = sigmoid(x) (1 - sigmoid(x)) = e / (1 + e)^2 with e = exp(-|x|), without the
+// cancellation of 1 - sigmoid(x) for large x.
+FT_HD float sigmoid_derivative(float x) {
+  float e = math::exp_neg_abs(x);
+  float inv = 1.0f / (1.0f + e);
+  return e * inv * inv;
+}
+
+// log(1 + x) for x in [0, 1] (what softplus needs): 2 atanh(s) with s = x / (2 + x) <= 1/3,
+// its odd series to s^15 (truncation below 2e-9 relative), with no cancellation for small x.
+FT_HD float log1p_unit(float x) {
+  float s = x / (2.0f + x);
+  float s2 = s * s;
+  float p = 1.0f / 15.0f;
+  p = p * s2 + 1.0f / 13.0f;
+  p = p * s2 + 1.0f / 11.0f;
+  p = p * s2 + 1.0f / 9.0f;
+  p = p * s2 + 1.0f / 7.0f;
+  p = p * s2 + 1.0f / 5.0f;
+  p = p * s2 + 1.0f / 3.0f;
+  p = p * s2 + 1.0f;
+  return 2.0f * s * p;
+}
+
+// Max, sum and dot product of contiguous rows (softmax, cross-entropy). Eight independent lanes
+// instead of one running value: the CPU loops then vectorize (sum, dot) or at least run eight
+// comparisons in flight (max), where a single chain would wait on each addition. A NaN that is
+// not the first element is skipped by row_max; the exponentials that follow still turn it
+// into NaN.
+FT_HD float row_max(const float* x, int64_t n) {
+  float lanes[8];
+  for (int lane = 0; lane < 8; ++lane) lanes[lane] = x[0];
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int lane = 0; lane < 8; ++lane) lanes[lane] = x[i + lane] > lanes[lane] ? x[i + lane] : lanes[lane];
+  }
+  float result = lanes[0];
+  for (int lane = 1; lane < 8; ++lane) result = lanes[lane] > result ? lanes[lane] : result;
+  for (; i < n; ++i) result = x[i] > result ? x[i] : result;
+  return result;
+}
+
+FT_HD float row_dot(const float* a, const float* b, int64_t n) {
+  float lanes[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int lane = 0; lane < 8; ++lane) lanes[lane] += a[i + lane] * b[i + lane];
+  }
+  for (; i < n; ++i) lanes[0] += a[i] * b[i];
+  float result = 0.0f;
+  for (float lane : lanes) result += lane;
+  return result;
+}
+
+FT_HD float row_sum(const float* x, int64_t n) {
+  float lanes[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int lane = 0; lane < 8; ++lane) lanes[lane] += x[i + lane];
+  }
+  for (; i < n; ++i) lanes[0] += x[i];
+  float result = 0.0f;
+  for (float lane : lanes) result += lane;
+  return result;
+}
 
 }  // namespace fusedtrain::math

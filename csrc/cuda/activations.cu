@@ -18,7 +18,7 @@ int blocks_for(int64_t n) {
 }
 
 template <class Act>
-__global__ void activation_forward_kernel(float param, const float* __restrict__ x, float* y, int64_t n) {
+__global__ void activation_forward_kernel(float param, const float* x, float* y, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     y[i] = Act::forward(x[i], param);
   }
@@ -26,7 +26,7 @@ __global__ void activation_forward_kernel(float param, const float* __restrict__
 
 template <class Act>
 __global__ void activation_backward_kernel(float param, const float* grad_output,
-                                           const float* __restrict__ x, float* grad_input, int64_t n) {
+                                           const float* x, float* grad_input, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     grad_input[i] = Act::backward(grad_output[i], x[i], param);
   }

@@ -1,4 +1,6 @@
-// Loss kernels: the loss value (accumulated in double) and its gradient in one pass.
+// Loss kernels: the loss value (accumulated in double) and its gradient in one pass. The
+// gradient may be written over the predictions (in place): each element is read before its
+// gradient is stored.
 #include <cmath>
 #include <cstdint>
 
@@ -12,22 +14,88 @@ namespace fusedtrain::cpu::FT_ISA {
 namespace {
 
 constexpr int64_t kLossChunk = 1 << 14;
+// Softmax cross-entropy works on blocks of whole rows of about this many elements (8 KiB).
+constexpr int64_t kSoftmaxBlockElements = 2048;
 
-// Sum of value(a[i], b[i]) over all i, writing grad[i] = scale * gradient(a[i], b[i]) on the way.
+// Sum of value(a[i], b[i]) over [begin, end), and grad[i] = scale * gradient(a[i], b[i]) when
+// kWithGrad. Eight double partial sums, one per lane of a float AVX register, keep the loop
+// vectorized (a single running sum would serialize it) and the sum accurate in double.
+template <bool kWithGrad, class Value, class Gradient>
+double elementwise_loss_range(const float* a, const float* b, float* grad, float scale, int64_t begin,
+                              int64_t end, Value value, Gradient gradient) {
+  double lanes[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+  int64_t i = begin;
+  for (; i + 8 <= end; i += 8) {
+    for (int lane = 0; lane < 8; ++lane) {
+      float a_value = a[i + lane], b_value = b[i + lane];
+      lanes[lane] += static_cast<double>(value(a_value, b_value));
+      if constexpr (kWithGrad) grad[i + lane] = scale * gradient(a_value, b_value);
+    }
+  }
+  for (; i < end; ++i) {
+    float a_value = a[i], b_value = b[i];
+    lanes[0] += static_cast<double>(value(a_value, b_value));
+    if constexpr (kWithGrad) grad[i] = scale * gradient(a_value, b_value);
+  }
+  double total = 0.0;
+  for (double lane : lanes) total += lane;
+  return total;
+}
+
 template <class Value, class Gradient>
 double elementwise_loss(const float* a, const float* b, float* grad, int64_t n, Reduction reduction,
                         Value value, Gradient gradient) {
   if (n == 0) return 0.0;
   float scale = reduction == Reduction::Mean ? static_cast<float>(1.0 / static_cast<double>(n)) : 1.0f;
   double total = parallel_sum(n, kLossChunk, [&](int64_t begin, int64_t end) {
-    double sum = 0.0;
-    if (grad) {
-      for (int64_t i = begin; i < end; ++i) grad[i] = scale * gradient(a[i], b[i]);
-    }
-    for (int64_t i = begin; i < end; ++i) sum += value(a[i], b[i]);
-    return sum;
+    return grad ? elementwise_loss_range<true>(a, b, grad, scale, begin, end, value, gradient)
+                : elementwise_loss_range<false>(a, b, grad, scale, begin, end, value, gradient);
   });
   return reduction == Reduction::Mean ? total / static_cast<double>(n) : total;
+}
+
+// Rows [begin, end) of softmax cross-entropy: loss = logsumexp(z) - z[label]
+// = log(sum exp(z - max)) + max - z[label]. With kWithGrad the gradient rows serve as the
+// work space, in blocks of whole rows that stay in L1: z - max goes in first, then one exp pass
+// over the block (it vectorizes across rows, where a row of 10 classes alone would mostly fall
+// in the scalar remainder), then each row is scaled to softmax - onehot.
+template <bool kWithGrad, class Label>
+double softmax_cross_entropy_rows(const float* logits, const Label* labels, float* grad, int64_t begin,
+                                  int64_t end, int64_t classes, float scale) {
+  double sum = 0.0;
+  if constexpr (!kWithGrad) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* z = logits + r * classes;
+      float max_value = math::row_max(z, classes);
+      float exp_sum = 0.0f;
+      for (int64_t j = 0; j < classes; ++j) exp_sum += math::exp(z[j] - max_value);
+      sum += static_cast<double>(logf(exp_sum)) + (static_cast<double>(max_value) - z[labels[r]]);
+    }
+    return sum;
+  }
+  int64_t block_rows = kSoftmaxBlockElements / classes > 1 ? kSoftmaxBlockElements / classes : 1;
+  for (int64_t first = begin; first < end; first += block_rows) {
+    int64_t last = end - first < block_rows ? end : first + block_rows;
+    for (int64_t r = first; r < last; ++r) {
+      const float* z = logits + r * classes;
+      float* g = grad + r * classes;
+      float max_value = math::row_max(z, classes);
+      // z[label] is read before g (which may be z itself) is written.
+      sum += static_cast<double>(max_value) - z[labels[r]];
+      for (int64_t j = 0; j < classes; ++j) g[j] = z[j] - max_value;
+    }
+    float* block = grad + first * classes;
+    for (int64_t i = 0; i < (last - first) * classes; ++i) block[i] = math::exp(block[i]);
+    for (int64_t r = first; r < last; ++r) {
+      float* g = grad + r * classes;
+      float exp_sum = math::row_sum(g, classes);
+      sum += static_cast<double>(logf(exp_sum));
+      float inv_sum = scale / exp_sum;
+      for (int64_t j = 0; j < classes; ++j) g[j] *= inv_sum;
+      g[labels[r]] -= scale;
+    }
+  }
+  return sum;
 }
 
 template <class Label>
@@ -37,24 +105,8 @@ double softmax_cross_entropy(const float* logits, const Label* labels, float* gr
   float scale = reduction == Reduction::Mean ? static_cast<float>(1.0 / static_cast<double>(rows)) : 1.0f;
   int64_t rows_per_thread = (kLossChunk + classes - 1) / classes;
   double total = parallel_sum(rows, rows_per_thread, [&](int64_t begin, int64_t end) {
-    double sum = 0.0;
-    for (int64_t r = begin; r < end; ++r) {
-      const float* z = logits + r * classes;
-      float max_value = z[0];
-      for (int64_t j = 1; j < classes; ++j) max_value = z[j] > max_value ? z[j] : max_value;
-      float exp_sum = 0.0f;
-      for (int64_t j = 0; j < classes; ++j) exp_sum += math::exp(z[j] - max_value);
-      int64_t label = static_cast<int64_t>(labels[r]);
-      // loss = logsumexp(z) - z[label] = log(sum exp(z - max)) + max - z[label]
-      sum += static_cast<double>(logf(exp_sum)) + static_cast<double>(max_value - z[label]);
-      if (grad) {
-        float* g = grad + r * classes;
-        float inv_sum = scale / exp_sum;
-        for (int64_t j = 0; j < classes; ++j) g[j] = math::exp(z[j] - max_value) * inv_sum;
-        g[label] -= scale;
-      }
-    }
-    return sum;
+    return grad ? softmax_cross_entropy_rows<true>(logits, labels, grad, begin, end, classes, scale)
+                : softmax_cross_entropy_rows<false>(logits, labels, grad, begin, end, classes, scale);
   }, 1);
   return reduction == Reduction::Mean ? total / static_cast<double>(rows) : total;
 }

@@ -16,6 +16,9 @@ constexpr int64_t kOptimizerChunk = 1 << 14;
 void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float lr, float momentum,
               bool nesterov, float weight_decay) {
   const optim::SgdHyper hyper{lr, momentum, weight_decay, nesterov};
+  // Without momentum the velocity plays no part: it is neither read (a NaN in it must not reach
+  // the parameters) nor written.
+  if (momentum == 0.0f) velocity = nullptr;
   parallel_for(n, kOptimizerChunk, [&](int64_t begin, int64_t end) {
     if (velocity) {
       for (int64_t i = begin; i < end; ++i) optim::sgd_update(param[i], grad[i], velocity + i, hyper);

@@ -78,19 +78,19 @@ int64_t count_correct(const float* scores, const int64_t* labels, int64_t rows, 
 
 double sum_of_squares(const float* x, int64_t n) {
   return parallel_sum(n, kReductionChunk, [&](int64_t begin, int64_t end) {
-    // Eight float partial sums (one AVX register) per block of 1024, flushed into double, keep
-    // the loop vectorized and the rounding error that of a short float sum.
-    double total = 0.0;
-    for (int64_t block = begin; block < end; block += 1024) {
-      int64_t block_end = block + 1024 < end ? block + 1024 : end;
-      float lanes[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-      int64_t i = block;
-      for (; i + 8 <= block_end; i += 8) {
-        for (int lane = 0; lane < 8; ++lane) lanes[lane] += x[i + lane] * x[i + lane];
+    // Squares in double: a float square overflows above ~1.8e19 and underflows below ~1e-19,
+    // which would make a finite gradient norm inf or 0. Eight partial sums keep it vectorized.
+    double lanes[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    int64_t i = begin;
+    for (; i + 8 <= end; i += 8) {
+      for (int lane = 0; lane < 8; ++lane) {
+        double value = x[i + lane];
+        lanes[lane] += value * value;
       }
-      for (; i < block_end; ++i) lanes[0] += x[i] * x[i];
-      for (float lane : lanes) total += lane;
     }
+    for (; i < end; ++i) lanes[0] += static_cast<double>(x[i]) * x[i];
+    double total = 0.0;
+    for (double lane : lanes) total += lane;
     return total;
   });
 }

@@ -112,7 +112,8 @@ def softmax(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
 
 def softmax_grad(grad_output: np.ndarray, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Gradient of softmax over the last axis: s * (grad_output - sum(grad_output * s)) with
-    s = softmax(x), x being the forward's input (like every ``*_grad`` op)."""
+    s = softmax(x), x being the forward's input (like every ``*_grad`` op). ``out`` may be ``x``
+    itself, but not ``grad_output``."""
     x = check.array(x, "x")
     if x.ndim == 0:
         raise ValueError("x: softmax needs at least 1 dimension, got a 0-D array")

@@ -43,7 +43,9 @@ def mse(pred: np.ndarray, target: np.ndarray, reduction: str = "mean",
 def binary_cross_entropy(logits: np.ndarray, target: np.ndarray, reduction: str = "mean",
                          out: Optional[np.ndarray] = None) -> Tuple[float, np.ndarray]:
     """Binary cross-entropy on logits (sigmoid folded in, stable for any logit) with targets in
-    [0, 1]; mean (or sum) over all elements. The gradient is sigmoid(logits) - target (scaled)."""
+    [0, 1]; mean (or sum) over all elements. The gradient is sigmoid(logits) - target (scaled).
+
+    ``out`` receives the gradient (it may be ``logits`` itself)."""
     code = check.choice(reduction, "reduction", REDUCTIONS)
     logits, target = _pair(logits, target, "logits")
     out = _grad_out(out, logits.shape, {"logits": logits, "target": target}, "logits")
@@ -55,7 +57,8 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, reduction: str
                           out: Optional[np.ndarray] = None) -> Tuple[float, np.ndarray]:
     """Softmax cross-entropy of a (rows, classes) array of logits against one int32/int64 label
     per row; mean over rows (or sum). The gradient is softmax(logits) - onehot(labels) (scaled).
-    A label outside [0, classes) raises ValueError."""
+    A label outside [0, classes) raises ValueError. ``out`` receives the gradient (it may be
+    ``logits`` itself)."""
     code = check.choice(reduction, "reduction", REDUCTIONS)
     logits = check.array(logits, "logits", ndim=2)
     rows, classes = logits.shape

@@ -80,17 +80,37 @@ def rmsprop_step(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, *,
 def clip_grad_norm(grads: Union[np.ndarray, Sequence[np.ndarray]], max_norm: float) -> float:
     """Scales the gradients in place so that their global L2 norm is at most ``max_norm``
     (factor ``max_norm / (norm + 1e-6)``, as PyTorch) and returns the norm before clipping.
-    A non-finite norm is returned as is and nothing is scaled."""
+    A non-finite norm is returned as is and nothing is scaled. ``grads`` is one array or a
+    sequence of arrays that do not share memory."""
     max_norm = check.real(max_norm, "max_norm", low=0.0, low_open=True)
-    arrays = [grads] if isinstance(grads, np.ndarray) else list(grads)
-    for index, value in enumerate(arrays):
-        name = "grads" if isinstance(grads, np.ndarray) else f"grads[{index}]"
+    single = isinstance(grads, np.ndarray) or check.is_cupy(grads)
+    if single:
+        arrays, names = [grads], ["grads"]
+    else:
+        if isinstance(grads, (str, bytes)) or not hasattr(grads, "__iter__"):
+            raise TypeError(f"grads: expected a numpy.ndarray or a sequence of them, "
+                            f"got {check.describe(grads)}")
+        arrays = list(grads)
+        names = [f"grads[{index}]" for index in range(len(arrays))]
+    for value, name in zip(arrays, names):
         check.array(value, name)
         if not value.flags.writeable:
             raise ValueError(f"{name}: the array is read-only")
+    _check_disjoint(arrays, names)
     norm = math.sqrt(sum(_C.sum_of_squares(value) for value in arrays))
     if math.isfinite(norm) and norm > max_norm:
         factor = max_norm / (norm + 1e-6)
         for value in arrays:
             _C.scale(value, factor)
     return norm
+
+
+def _check_disjoint(arrays: list, names: list) -> None:
+    """No two of the (C-contiguous) arrays overlap: an array listed twice would be counted twice
+    in the norm and scaled twice. Sorting by address keeps this linear-logarithmic."""
+    spans = sorted((value.__array_interface__["data"][0], value.nbytes, name)
+                   for value, name in zip(arrays, names) if value.nbytes > 0)
+    for (start, size, name), (next_start, _, next_name) in zip(spans, spans[1:]):
+        if next_start < start + size:
+            raise ValueError(f"{next_name}: shares memory with {name}; "
+                             f"each gradient must be a separate array")

@@ -1,0 +1,320 @@
+"""matmul (the GEMM kernel with its fused epilogue) against float64 NumPy: every transpose
+combination, odd and degenerate shapes, alpha/beta/bias, each fused activation, sizes that
+cross the kernel's blocking and thread split, and every argument check."""
+
+import numpy as np
+import pytest
+
+import fusedtrain as ft
+from fusedtrain import ops
+
+# Float64 versions of the fused activations (gelu in its tanh form, as the kernel).
+ACTIVATIONS = {
+    None: lambda z, slope: z,
+    "relu": lambda z, slope: np.maximum(z, 0.0),
+    "leaky_relu": lambda z, slope: np.where(z > 0, z, slope * z),
+    "sigmoid": lambda z, slope: 1.0 / (1.0 + np.exp(-z)),
+    "tanh": lambda z, slope: np.tanh(z),
+    "gelu": lambda z, slope: 0.5 * z * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (z + 0.044715 * z ** 3))),
+}
+
+
+def _operands(rng, m, n, k, trans_a, trans_b):
+    """Random float32 a, b stored so that op(a) is m x k and op(b) is k x n."""
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    return a, b
+
+
+def _reference(a, b, trans_a, trans_b, alpha=1.0, beta=0.0, out=None, bias=None, activation=None,
+               negative_slope=0.01):
+    """The float64 result and the scale each of its elements is accurate to."""
+    a64 = a.astype(np.float64).T if trans_a else a.astype(np.float64)
+    b64 = b.astype(np.float64).T if trans_b else b.astype(np.float64)
+    k = a64.shape[1]
+    z = alpha * (a64 @ b64)
+    # Rounding in a float32 dot product of length k grows like lambda * sqrt(k) * u times the sum
+    # of the absolute terms, with lambda a small constant with high probability (Higham & Mary,
+    # "A new approach to probabilistic rounding error analysis", 2019; u = 2^-24). lambda = 8
+    # (sqrt(k) * 5e-7) still leaves the observed errors 30x inside, while a wrong index or a lost
+    # term of the sum is off by O(1 / sqrt(k)) of that sum and fails.
+    scale = abs(alpha) * (np.abs(a64) @ np.abs(b64)) * (np.sqrt(k) * 5e-7)
+    if beta != 0.0:
+        z = z + beta * out.astype(np.float64)
+        scale = scale + np.abs(beta * out.astype(np.float64)) * 1e-6
+    if bias is not None:
+        z = z + bias.astype(np.float64)
+        scale = scale + np.abs(bias.astype(np.float64)) * 1e-6
+    # The activations are at most ~1.13-Lipschitz (gelu) and their float32 forms (fast exp/tanh)
+    # are accurate to a few 1e-7, relative for large outputs and absolute near zero.
+    result = ACTIVATIONS[activation](z, negative_slope)
+    tolerance = 1.2 * scale + 1e-6 * (1.0 + np.abs(result))
+    return result, tolerance
+
+
+def _assert_close(actual, expected, tolerance):
+    assert actual.dtype == np.float32 and actual.shape == expected.shape
+    error = np.abs(actual.astype(np.float64) - expected)
+    worst = np.unravel_index(np.argmax(error - tolerance), error.shape) if error.size else None
+    assert np.all(error <= tolerance), (
+        f"error {error[worst]:.3g} > tolerance {tolerance[worst]:.3g} at {worst}: "
+        f"got {actual[worst]!r}, expected {expected[worst]!r}")
+
+
+TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
+TRANSPOSE_IDS = ["NN", "NT", "TN", "TT"]
+SHAPES = [(1, 1, 1), (3, 5, 17), (17, 3, 5), (33, 127, 129), (129, 33, 3), (127, 257, 33), (257, 129, 127),
+          (5, 1, 257)]
+
+
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=TRANSPOSE_IDS)
+@pytest.mark.parametrize("m, n, k", SHAPES)
+def test_matmul_matches_float64(simd_path, rng, m, n, k, trans_a, trans_b):
+    a, b = _operands(rng, m, n, k, trans_a, trans_b)
+    result = ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b)
+    _assert_close(result, *_reference(a, b, trans_a, trans_b))
+
+
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=TRANSPOSE_IDS)
+def test_alpha_beta_and_bias(simd_path, rng, trans_a, trans_b):
+    m, n, k = 37, 19, 45
+    a, b = _operands(rng, m, n, k, trans_a, trans_b)
+    out = rng.standard_normal((m, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    expected = _reference(a, b, trans_a, trans_b, alpha=-0.75, beta=0.5, out=out, bias=bias)
+    result = ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b, alpha=-0.75, beta=0.5, bias=bias, out=out)
+    assert result is out
+    _assert_close(result, *expected)
+
+
+def test_beta_one_accumulates(simd_path, rng):
+    a, b = _operands(rng, 20, 30, 300, False, False)
+    out = rng.standard_normal((20, 30)).astype(np.float32)
+    expected = _reference(a, b, False, False, beta=1.0, out=out)
+    _assert_close(ops.matmul(a, b, beta=1.0, out=out), *expected)
+
+
+def test_beta_zero_ignores_nan_in_out(simd_path, rng):
+    a, b = _operands(rng, 7, 9, 11, False, True)
+    out = np.full((7, 9), np.nan, np.float32)
+    ops.matmul(a, b, trans_b=True, out=out)
+    _assert_close(out, *_reference(a, b, False, True))
+    zero_k = np.full((7, 9), np.nan, np.float32)
+    ops.matmul(np.zeros((7, 0), np.float32), np.zeros((0, 9), np.float32), out=zero_k)
+    np.testing.assert_array_equal(zero_k, np.zeros((7, 9), np.float32))
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh", "gelu"])
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, True)], ids=["NN", "TT"])
+def test_fused_activations(simd_path, rng, activation, trans_a, trans_b):
+    m, n, k = 29, 41, 23
+    a, b = _operands(rng, m, n, k, trans_a, trans_b)
+    bias = rng.standard_normal(n).astype(np.float32)
+    # Scaled down so that the pre-activations land where sigmoid, tanh and gelu curve.
+    alpha = 0.3
+    expected = _reference(a, b, trans_a, trans_b, alpha=alpha, bias=bias, activation=activation,
+                          negative_slope=0.2)
+    result = ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, bias=bias,
+                        activation=activation, negative_slope=0.2)
+    _assert_close(result, *expected)
+
+
+def test_leaky_relu_uses_the_given_slope(rng):
+    a, b = _operands(rng, 8, 8, 8, False, False)
+    steep = ops.matmul(a, b, activation="leaky_relu", negative_slope=0.5)
+    linear = ops.matmul(a, b)
+    np.testing.assert_allclose(steep, np.where(linear > 0, linear, 0.5 * linear), rtol=1e-6, atol=0)
+    assert np.any(linear < 0)
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "sigmoid"])
+def test_empty_inner_dimension_gives_beta_out_plus_bias(simd_path, rng, activation):
+    m, n = 13, 21
+    a = np.zeros((m, 0), np.float32)
+    b = np.zeros((0, n), np.float32)
+    out = rng.standard_normal((m, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    expected = ACTIVATIONS[activation](0.25 * out.astype(np.float64) + bias, 0.01)
+    result = ops.matmul(a, b, beta=0.25, out=out, bias=bias, activation=activation)
+    np.testing.assert_allclose(result, expected, rtol=2e-6, atol=1e-6)
+    # Transposed empty operands too, with beta == 0: the result is the bias alone.
+    result = ops.matmul(np.zeros((0, m), np.float32), np.zeros((n, 0), np.float32), trans_a=True,
+                        trans_b=True, bias=bias, activation=activation)
+    np.testing.assert_allclose(result, np.broadcast_to(ACTIVATIONS[activation](bias.astype(np.float64), 0.01),
+                                                       (m, n)), rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("m, n, k", [(0, 5, 3), (4, 0, 3), (0, 0, 0), (0, 7, 0)])
+def test_empty_results(m, n, k):
+    a = np.zeros((m, k), np.float32)
+    b = np.zeros((k, n), np.float32)
+    result = ops.matmul(a, b, bias=np.zeros(n, np.float32), activation="tanh")
+    assert result.shape == (m, n) and result.dtype == np.float32
+
+
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=TRANSPOSE_IDS)
+def test_sizes_crossing_the_blocking(simd_path, rng, trans_a, trans_b):
+    # k = 600 > 256 gives three k blocks (beta applied once, bias and activation after the last);
+    # n = 700 spans many column panels and m = 300 several row blocks and ragged edge tiles.
+    m, n, k = 300, 700, 600
+    a, b = _operands(rng, m, n, k, trans_a, trans_b)
+    out = rng.standard_normal((m, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    expected = _reference(a, b, trans_a, trans_b, alpha=0.05, beta=-1.5, out=out, bias=bias,
+                          activation="tanh")
+    ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b, alpha=0.05, beta=-1.5, bias=bias,
+               activation="tanh", out=out)
+    _assert_close(out, *expected)
+
+
+@pytest.mark.parametrize("m, n, k", [(300, 700, 600), (1, 2000, 300), (2000, 1, 300), (97, 3001, 5)])
+def test_thread_counts_agree(simd_path, rng, m, n, k):
+    a, b = _operands(rng, m, n, k, False, True)
+    previous = ft.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            ft.set_num_threads(threads)
+            results.append(ops.matmul(a, b, trans_b=True, activation="relu"))
+    finally:
+        ft.set_num_threads(previous)
+    expected, tolerance = _reference(a, b, False, True, activation="relu")
+    for result in results:
+        _assert_close(result, expected, tolerance)
+    # Each element is computed by one thread in the same order whatever the split.
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(results[0], results[2], rtol=1e-6, atol=1e-6)
+
+
+def test_out_is_written_in_place_without_reallocation(rng):
+    a, b = _operands(rng, 6, 4, 5, False, False)
+    out = np.empty((6, 4), np.float32)
+    address = out.__array_interface__["data"][0]
+    assert ops.matmul(a, b, out=out) is out
+    assert out.__array_interface__["data"][0] == address
+    _assert_close(out, *_reference(a, b, False, False))
+
+
+def test_non_finite_inputs_propagate(rng):
+    a, b = _operands(rng, 4, 4, 4, False, False)
+    a[1, 2] = np.nan
+    result = ops.matmul(a, b)
+    assert np.all(np.isnan(result[1]))
+    assert np.all(np.isfinite(np.delete(result, 1, axis=0)))
+
+
+# ---- argument checks -----------------------------------------------------------------------------
+
+def test_dtype_and_array_type_errors():
+    a = np.zeros((3, 4), np.float32)
+    b = np.zeros((4, 5), np.float32)
+    with pytest.raises(TypeError, match="a: expected dtype float32, got float64"):
+        ops.matmul(a.astype(np.float64), b)
+    with pytest.raises(TypeError, match="b: expected dtype float32, got int32"):
+        ops.matmul(a, b.astype(np.int32))
+    with pytest.raises(TypeError, match="a: expected a numpy.ndarray"):
+        ops.matmul(a.tolist(), b)
+    with pytest.raises(TypeError, match="bias: expected dtype float32"):
+        ops.matmul(a, b, bias=np.zeros(5, np.float64))
+    with pytest.raises(TypeError, match="out: expected dtype float32"):
+        ops.matmul(a, b, out=np.zeros((3, 5), np.float64))
+
+
+@pytest.mark.parametrize("shape", [(12,), (2, 3, 2), ()])
+def test_inputs_must_be_two_dimensional(shape):
+    good = np.zeros((12, 2), np.float32)
+    bad = np.zeros(shape, np.float32)
+    with pytest.raises(ValueError, match=r"a: expected a 2-D array, got shape"):
+        ops.matmul(bad, good)
+    with pytest.raises(ValueError, match=r"b: expected a 2-D array, got shape"):
+        ops.matmul(good.T.copy(), bad)
+
+
+def test_non_contiguous_inputs_are_rejected():
+    a = np.zeros((6, 8), np.float32)
+    with pytest.raises(ValueError, match="a: expected a C-contiguous array"):
+        ops.matmul(a[:, ::2], np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match="b: expected a C-contiguous array"):
+        ops.matmul(np.zeros((3, 6), np.float32), a.T)
+
+
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=TRANSPOSE_IDS)
+def test_inner_dimension_mismatch_names_b_and_both_shapes(trans_a, trans_b):
+    a = np.zeros((4, 3) if trans_a else (3, 4), np.float32)
+    b = np.zeros((2, 5) if trans_b else (5, 2), np.float32)
+    with pytest.raises(ValueError, match=r"b: op\(a\) is 3x4 but op\(b\) is 5x2"):
+        ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b)
+
+
+def test_bias_errors():
+    a = np.zeros((3, 4), np.float32)
+    b = np.zeros((4, 5), np.float32)
+    with pytest.raises(ValueError, match="bias: expected 5 values"):
+        ops.matmul(a, b, bias=np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="bias: expected a 1-D array"):
+        ops.matmul(a, b, bias=np.zeros((1, 5), np.float32))
+
+
+def test_out_errors():
+    a = np.zeros((3, 4), np.float32)
+    b = np.zeros((4, 5), np.float32)
+    with pytest.raises(ValueError, match=r"out: expected shape \(3, 5\), got \(5, 3\)"):
+        ops.matmul(a, b, out=np.zeros((5, 3), np.float32))
+    read_only = np.zeros((3, 5), np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="out: the array is read-only"):
+        ops.matmul(a, b, out=read_only)
+    with pytest.raises(ValueError, match="out: expected a C-contiguous array"):
+        ops.matmul(a, b, out=np.zeros((5, 3), np.float32).T)
+
+
+def test_out_may_not_overlap_the_inputs():
+    square = np.ones((4, 4), np.float32)
+    other = np.ones((4, 4), np.float32)
+    with pytest.raises(ValueError, match="out: shares memory with a"):
+        ops.matmul(square, other, out=square)
+    with pytest.raises(ValueError, match="out: shares memory with b"):
+        ops.matmul(other, square, out=square)
+    storage = np.zeros(20, np.float32)
+    with pytest.raises(ValueError, match="out: shares memory with bias"):
+        ops.matmul(np.ones((1, 4), np.float32), other, bias=storage[:4], out=storage[2:6].reshape(1, 4))
+    with pytest.raises(ValueError, match="out: shares memory with a"):
+        ops.matmul(storage[:8].reshape(2, 4), other, out=storage[6:14].reshape(2, 4))
+
+
+def test_beta_needs_out():
+    with pytest.raises(ValueError, match="beta"):
+        ops.matmul(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), beta=1.0)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "Relu", "", 3])
+def test_unknown_activation(activation):
+    with pytest.raises(ValueError, match="activation: expected one of 'relu', 'leaky_relu'"):
+        ops.matmul(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), activation=activation)
+
+
+@pytest.mark.parametrize("name, value, error", [
+    ("alpha", float("nan"), ValueError), ("beta", float("inf"), ValueError), ("alpha", "1", TypeError),
+    ("negative_slope", float("nan"), ValueError), ("negative_slope", None, TypeError),
+])
+def test_scalar_errors(name, value, error):
+    out = np.zeros((2, 2), np.float32)
+    with pytest.raises(error, match=name):
+        ops.matmul(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), out=out, **{name: value})
+
+
+def test_the_extension_rejects_bad_direct_calls():
+    a = np.zeros((3, 4), np.float32)
+    b = np.zeros((4, 5), np.float32)
+    with pytest.raises(ValueError, match="inner dimensions"):
+        ft._C.gemm(a, b.T.copy(), np.zeros((3, 5), np.float32), None, False, False, 1.0, 0.0, 0, 0.0)
+    with pytest.raises(ValueError, match="wrong shape"):
+        ft._C.gemm(a, b, np.zeros((3, 4), np.float32), None, False, False, 1.0, 0.0, 0, 0.0)
+    with pytest.raises(ValueError, match="activation"):
+        ft._C.gemm(a, b, np.zeros((3, 5), np.float32), None, False, False, 1.0, 0.0, 9, 0.0)
+    with pytest.raises(ValueError, match="bias"):
+        ft._C.gemm(a, b, np.zeros((3, 5), np.float32), np.zeros(3, np.float32), False, False, 1.0, 0.0, 0,
+                   0.0)
+    with pytest.raises(TypeError, match="a: expected float32"):
+        ft._C.gemm(a.astype(np.float64), b, np.zeros((3, 5), np.float32), None, False, False, 1.0, 0.0,
+                   0, 0.0)
