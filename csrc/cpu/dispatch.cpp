@@ -5,8 +5,10 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "cpu/simd.h"
 #include "fusedtrain/cpu.h"
@@ -71,109 +73,241 @@ void set_simd_path(const std::string& path) {
 int get_num_threads() { return omp_get_max_threads(); }
 
 void set_num_threads(int threads) {
-  if (threads < 1) throw std::invalid_argument("threads must be >= 1, got " + std::to_string(threads));
+  if (threads < 1) {
+    throw std::invalid_argument("fusedtrain::cpu::set_num_threads: threads must be >= 1, got " +
+                                std::to_string(threads));
+  }
   omp_set_num_threads(threads);
 }
 
+namespace {
+
+// ---- argument checks ------------------------------------------------------------------------
+// The public entry points check what the kernels trust: sizes, pointers, leading dimensions,
+// enumerations and labels. They run before any kernel (and so before any OpenMP region) starts,
+// which is what lets them throw std::invalid_argument instead of taking the process down. The
+// message names the function and the argument, as fusedtrain/cpu.h documents.
+
+[[noreturn]] void fail(const char* function, const std::string& message) {
+  throw std::invalid_argument(std::string("fusedtrain::cpu::") + function + ": " + message);
+}
+
+void check_size(const char* function, const char* name, int64_t value) {
+  if (value < 0) fail(function, std::string(name) + " must be >= 0, got " + std::to_string(value));
+}
+
+// `pointer` may be null only when the kernel reads or writes none of its elements.
+void check_data(const char* function, const char* name, const void* pointer, bool needed) {
+  if (needed && pointer == nullptr) fail(function, std::string(name) + " is a null pointer");
+}
+
+void check_leading_dimension(const char* function, const char* name, int64_t leading, int64_t columns) {
+  if (leading < columns) {
+    fail(function, std::string(name) + " = " + std::to_string(leading) + " is smaller than the " +
+                       std::to_string(columns) + " columns it strides over");
+  }
+}
+
+void check_activation(const char* function, Activation activation) {
+  int value = static_cast<int>(activation);
+  if (value < static_cast<int>(Activation::None) || value > static_cast<int>(Activation::Gelu)) {
+    fail(function, "unknown activation " + std::to_string(value));
+  }
+}
+
+void check_reduction(const char* function, Reduction reduction) {
+  if (reduction != Reduction::Mean && reduction != Reduction::Sum) {
+    fail(function, "unknown reduction " + std::to_string(static_cast<int>(reduction)));
+  }
+}
+
+// rate must lie in [0, 1): written so that NaN fails too.
+void check_rate(const char* function, float rate) {
+  if (!(rate >= 0.0f && rate < 1.0f)) fail(function, "rate must be in [0, 1), got " + std::to_string(rate));
+}
+
 template <class Label>
-static void check_labels(const Label* labels, int64_t rows, int64_t classes) {
+void check_labels(const char* function, const Label* labels, int64_t rows, int64_t classes) {
   for (int64_t i = 0; i < rows; ++i) {
     if (labels[i] < 0 || labels[i] >= classes) {
-      throw std::invalid_argument("labels[" + std::to_string(i) + "] = " + std::to_string(labels[i]) +
-                                  " is outside [0, " + std::to_string(classes) + ")");
+      fail(function, "labels[" + std::to_string(i) + "] = " + std::to_string(labels[i]) + " is outside [0, " +
+                         std::to_string(classes) + ")");
     }
   }
 }
 
+// Shared by the elementwise entry points: n >= 0 and every array present when n > 0.
+void check_elementwise(const char* function, int64_t n, std::initializer_list<std::pair<const char*, const void*>> arrays) {
+  check_size(function, "n", n);
+  for (const auto& [name, pointer] : arrays) check_data(function, name, pointer, n > 0);
+}
+
+template <class Label>
+void check_softmax_cross_entropy(const float* logits, const Label* labels, int64_t rows, int64_t classes,
+                                 Reduction reduction) {
+  const char* function = "softmax_cross_entropy_loss";
+  check_size(function, "rows", rows);
+  if (classes < 1) fail(function, "classes must be >= 1, got " + std::to_string(classes));
+  check_reduction(function, reduction);
+  check_data(function, "logits", logits, rows > 0);
+  check_data(function, "labels", labels, rows > 0);
+  check_labels(function, labels, rows, classes);
+}
+
+template <class Label>
+void check_count_correct(const float* scores, const Label* labels, int64_t rows, int64_t cols) {
+  const char* function = "count_correct";
+  check_size(function, "rows", rows);
+  check_size(function, "cols", cols);
+  if (rows > 0 && cols == 0) fail(function, "rows have no columns to take the argmax of");
+  check_data(function, "scores", scores, rows > 0);
+  check_data(function, "labels", labels, rows > 0);
+}
+
+}  // namespace
+
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
           const float* bias, Activation activation, float activation_param) {
+  const char* function = "gemm";
+  check_size(function, "m", m);
+  check_size(function, "n", n);
+  check_size(function, "k", k);
+  check_activation(function, activation);
+  // A is stored m x k (k x m when transposed), B k x n (n x k), C m x n, all row-major.
+  check_leading_dimension(function, "lda", lda, trans_a ? m : k);
+  check_leading_dimension(function, "ldb", ldb, trans_b ? k : n);
+  check_leading_dimension(function, "ldc", ldc, n);
+  bool product = m > 0 && n > 0 && k > 0;
+  check_data(function, "a", a, product);
+  check_data(function, "b", b, product);
+  check_data(function, "c", c, m > 0 && n > 0);
   FT_DISPATCH(gemm, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, activation,
               activation_param);
 }
 
 void activation_forward(Activation activation, float param, const float* x, float* y, int64_t n) {
+  check_activation("activation_forward", activation);
+  check_elementwise("activation_forward", n, {{"x", x}, {"y", y}});
   FT_DISPATCH(activation_forward, activation, param, x, y, n);
 }
 
 void activation_backward(Activation activation, float param, const float* grad_output,
                          const float* x, float* grad_input, int64_t n) {
+  check_activation("activation_backward", activation);
+  check_elementwise("activation_backward", n, {{"grad_output", grad_output}, {"x", x}, {"grad_input", grad_input}});
   FT_DISPATCH(activation_backward, activation, param, grad_output, x, grad_input, n);
 }
 
 void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols) {
+  check_size("softmax_forward", "rows", rows);
+  check_size("softmax_forward", "cols", cols);
+  check_elementwise("softmax_forward", rows * cols, {{"x", x}, {"y", y}});
   FT_DISPATCH(softmax_forward, x, y, rows, cols);
 }
 
 void softmax_backward(const float* grad_output, const float* x, float* grad_input, int64_t rows,
                       int64_t cols) {
+  check_size("softmax_backward", "rows", rows);
+  check_size("softmax_backward", "cols", cols);
+  check_elementwise("softmax_backward", rows * cols,
+                    {{"grad_output", grad_output}, {"x", x}, {"grad_input", grad_input}});
   FT_DISPATCH(softmax_backward, grad_output, x, grad_input, rows, cols);
 }
 
 double mse_loss(const float* pred, const float* target, float* grad, int64_t n, Reduction reduction) {
+  check_reduction("mse_loss", reduction);
+  check_elementwise("mse_loss", n, {{"pred", pred}, {"target", target}});
   return FT_DISPATCH(mse_loss, pred, target, grad, n, reduction);
 }
 
 double binary_cross_entropy_loss(const float* logits, const float* target, float* grad, int64_t n,
                                  Reduction reduction) {
+  check_reduction("binary_cross_entropy_loss", reduction);
+  check_elementwise("binary_cross_entropy_loss", n, {{"logits", logits}, {"target", target}});
   return FT_DISPATCH(binary_cross_entropy_loss, logits, target, grad, n, reduction);
 }
 
 double softmax_cross_entropy_loss(const float* logits, const int32_t* labels, float* grad,
                                   int64_t rows, int64_t classes, Reduction reduction) {
-  check_labels(labels, rows, classes);
+  check_softmax_cross_entropy(logits, labels, rows, classes, reduction);
   return FT_DISPATCH(softmax_cross_entropy_loss, logits, labels, grad, rows, classes, reduction);
 }
 
 double softmax_cross_entropy_loss(const float* logits, const int64_t* labels, float* grad,
                                   int64_t rows, int64_t classes, Reduction reduction) {
-  check_labels(labels, rows, classes);
+  check_softmax_cross_entropy(logits, labels, rows, classes, reduction);
   return FT_DISPATCH(softmax_cross_entropy_loss, logits, labels, grad, rows, classes, reduction);
 }
 
 void bias_grad(const float* grad_output, float* grad_bias, int64_t rows, int64_t cols) {
+  check_size("bias_grad", "rows", rows);
+  check_size("bias_grad", "cols", cols);
+  check_data("bias_grad", "grad_output", grad_output, rows > 0 && cols > 0);
+  check_data("bias_grad", "grad_bias", grad_bias, cols > 0);
   FT_DISPATCH(bias_grad, grad_output, grad_bias, rows, cols);
 }
 
 void argmax_rows(const float* x, int64_t* indices, int64_t rows, int64_t cols) {
+  check_size("argmax_rows", "rows", rows);
+  check_size("argmax_rows", "cols", cols);
+  if (rows > 0 && cols == 0) fail("argmax_rows", "rows have no columns to take the argmax of");
+  check_data("argmax_rows", "x", x, rows > 0);
+  check_data("argmax_rows", "indices", indices, rows > 0);
   FT_DISPATCH(argmax_rows, x, indices, rows, cols);
 }
 
 int64_t count_correct(const float* scores, const int32_t* labels, int64_t rows, int64_t cols) {
+  check_count_correct(scores, labels, rows, cols);
   return FT_DISPATCH(count_correct, scores, labels, rows, cols);
 }
 
 int64_t count_correct(const float* scores, const int64_t* labels, int64_t rows, int64_t cols) {
+  check_count_correct(scores, labels, rows, cols);
   return FT_DISPATCH(count_correct, scores, labels, rows, cols);
 }
 
-double sum_of_squares(const float* x, int64_t n) { return FT_DISPATCH(sum_of_squares, x, n); }
+double sum_of_squares(const float* x, int64_t n) {
+  check_elementwise("sum_of_squares", n, {{"x", x}});
+  return FT_DISPATCH(sum_of_squares, x, n);
+}
 
-void scale(float* x, int64_t n, float factor) { FT_DISPATCH(scale, x, n, factor); }
+void scale(float* x, int64_t n, float factor) {
+  check_elementwise("scale", n, {{"x", x}});
+  FT_DISPATCH(scale, x, n, factor);
+}
 
 void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float lr, float momentum,
               bool nesterov, float weight_decay) {
+  check_elementwise("sgd_step", n, {{"param", param}, {"grad", grad}});
+  check_data("sgd_step", "velocity (needed with momentum != 0)", velocity, n > 0 && momentum != 0.0f);
   FT_DISPATCH(sgd_step, param, grad, velocity, n, lr, momentum, nesterov, weight_decay);
 }
 
 void adam_step(float* param, const float* grad, float* m, float* v, int64_t n, int64_t step, float lr,
                float beta1, float beta2, float eps, float weight_decay, bool decoupled) {
-  if (step < 1) throw std::invalid_argument("step counts from 1, got " + std::to_string(step));
+  if (step < 1) fail("adam_step", "step counts from 1, got " + std::to_string(step));
+  check_elementwise("adam_step", n, {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}});
   FT_DISPATCH(adam_step, param, grad, m, v, n, step, lr, beta1, beta2, eps, weight_decay, decoupled);
 }
 
 void rmsprop_step(float* param, const float* grad, float* square_avg, int64_t n, float lr, float alpha,
                   float eps, float weight_decay) {
+  check_elementwise("rmsprop_step", n, {{"param", param}, {"grad", grad}, {"square_avg", square_avg}});
   FT_DISPATCH(rmsprop_step, param, grad, square_avg, n, lr, alpha, eps, weight_decay);
 }
 
 void dropout_forward(const float* x, float* y, uint8_t* mask, int64_t n, float rate, uint64_t seed,
                      uint64_t step) {
+  check_rate("dropout_forward", rate);
+  check_elementwise("dropout_forward", n, {{"x", x}, {"y", y}, {"mask", mask}});
   FT_DISPATCH(dropout_forward, x, y, mask, n, rate, seed, step);
 }
 
 void dropout_backward(const float* grad_output, const uint8_t* mask, float* grad_input, int64_t n,
                       float rate) {
+  check_rate("dropout_backward", rate);
+  check_elementwise("dropout_backward", n, {{"grad_output", grad_output}, {"mask", mask}, {"grad_input", grad_input}});
   FT_DISPATCH(dropout_backward, grad_output, mask, grad_input, n, rate);
 }
 

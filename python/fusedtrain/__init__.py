@@ -1,10 +1,17 @@
 """fusedtrain: train neural networks from Python on hand-written C++ (AVX2/FMA, OpenMP) and CUDA
 kernels. Importing it loads the compiled module and nothing else: no threads are started and
-no GPU is touched until an op or info() asks for one."""
+no GPU is touched until an op or info() asks for one. ``fusedtrain.sklearn`` (which needs
+scikit-learn) is imported only on request."""
 
 from . import _C, ops
+from . import callbacks, data, initializers, layers, losses, metrics, optimizers, regularizers, schedules
 from ._info import Info, info
 from ._threads import get_num_threads, set_num_threads
 from ._version import __version__
+from .models import Sequential
 
-__all__ = ["__version__", "ops", "info", "Info", "get_num_threads", "set_num_threads"]
+__all__ = [
+    "__version__", "ops", "info", "Info", "get_num_threads", "set_num_threads",
+    "Sequential", "layers", "optimizers", "losses", "metrics", "callbacks", "data", "schedules",
+    "initializers", "regularizers",
+]

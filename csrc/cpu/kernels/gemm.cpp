@@ -289,9 +289,10 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   const Operand op_a{a, lda, trans_a};
   const Operand op_b{b, ldb, trans_b};
 
-  // About 2^17 flops per thread pays for waking it.
+  // A thread is worth waking for about 2^20 flops (~10 us): below that, the parallel region's
+  // start-up (and, on a busy machine, waiting for a core) costs more than it saves.
   double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  int64_t useful = static_cast<int64_t>(flops / 131072.0);
+  int64_t useful = static_cast<int64_t>(flops / 1048576.0);
   int threads = static_cast<int>(useful < omp_get_max_threads() ? (useful > 1 ? useful : 1) : omp_get_max_threads());
   if (threads == 1) {
     gemm_block(op_a, op_b, 0, m, 0, n, k, c, ldc, e);

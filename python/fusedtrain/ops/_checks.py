@@ -108,7 +108,13 @@ def integer(value: Any, name: str, low: int | None = None, high: int | None = No
         raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{name}: expected an integer in [{low}, {high}], got {value}")
+        if high is None:
+            expected = f">= {low}"
+        elif low is None:
+            expected = f"<= {high}"
+        else:
+            expected = f"in [{low}, {high}]"
+        raise ValueError(f"{name}: expected an integer {expected}, got {value}")
     return value
 
 

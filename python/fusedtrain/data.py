@@ -1,0 +1,175 @@
+"""Data handling for training: the input conversion rule, a seeded train/validation/test split
+(optionally stratified), and a batch loader that shuffles through an index permutation and
+gathers each batch into buffers allocated once, so that an epoch never copies the data set.
+
+Conversion rule: features and float targets are used as float32. A float32 array is used as
+is; any other numeric array (float64, integers, booleans) is converted once with
+``np.asarray(x, dtype=np.float32)``, which rounds to float32 precision. A value that overflows
+float32, a NaN or an infinity raises ValueError naming the argument and the position."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .ops import _checks as check
+
+
+def to_float32(values: Any, name: str) -> np.ndarray:
+    """``values`` as a float32 array (the array itself when it already is one), all finite."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected numeric values, got dtype {array.dtype}")
+    with np.errstate(over="ignore"):
+        result = np.asarray(array, dtype=np.float32)
+    finite = np.isfinite(result)
+    if not finite.all():
+        position = tuple(int(i) for i in np.argwhere(~finite)[0])
+        where = _describe_position(position)
+        original = array[position]
+        if array.dtype.kind == "f" and np.isfinite(original):
+            raise ValueError(f"{name}: the value {float(original):g} at {where} overflows float32 (largest "
+                             f"magnitude {np.finfo(np.float32).max:.4g}); rescale the data")
+        raise ValueError(f"{name}: contains {float(result[position])} at {where}; remove or impute non-finite "
+                         f"values before training")
+    return result
+
+
+def _describe_position(position: Tuple[int, ...]) -> str:
+    if len(position) == 1:
+        return f"index {position[0]}"
+    if len(position) == 2:
+        return f"row {position[0]}, column {position[1]}"
+    return f"index {position}"
+
+
+def features(x: Any, name: str = "x", input_dim: Optional[int] = None) -> np.ndarray:
+    """``x`` checked to be a non-empty 2-D numeric array (of ``input_dim`` columns when given),
+    returned as a C-contiguous float32 array (converted once, see the module's rule)."""
+    array = np.asarray(x)
+    if array.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (samples, features), got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise ValueError(f"{name}: empty data (0 samples)")
+    if array.shape[1] == 0:
+        raise ValueError(f"{name}: expected at least one feature column, got shape {array.shape}")
+    if input_dim is not None and array.shape[1] != input_dim:
+        raise ValueError(f"{name}: the model takes {input_dim} features per sample, got {array.shape[1]} "
+                         f"(shape {array.shape})")
+    return np.ascontiguousarray(to_float32(array, name))
+
+
+def _fractions(fractions: Sequence[float]) -> Tuple[float, float, float]:
+    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Sequence) or len(fractions) != 3:
+        raise ValueError(f"fractions: expected three numbers (train, validation, test), got {fractions!r}")
+    values = tuple(check.real(value, f"fractions[{index}]", low=0.0, high=1.0)
+                   for index, value in enumerate(fractions))
+    if abs(sum(values) - 1.0) > 1e-6:
+        raise ValueError(f"fractions: expected fractions that sum to 1, got {fractions!r} (sum {sum(values):g})")
+    if values[0] == 0.0:
+        raise ValueError("fractions: the training fraction must be positive")
+    return values
+
+
+def _split_counts(count: int, fractions: Tuple[float, float, float]) -> Tuple[int, int, int]:
+    """Sizes of the three parts of ``count`` items: validation and test are rounded, training
+    takes the rest."""
+    validation = int(round(count * fractions[1]))
+    test = int(round(count * fractions[2]))
+    return count - validation - test, validation, test
+
+
+def train_val_test_split(x: Any, y: Any, fractions: Sequence[float] = (0.7, 0.15, 0.15), *,
+                         stratify: Any = None, seed: Optional[int] = None, shuffle: bool = True):
+    """Splits ``x`` and ``y`` into ``(x_train, y_train), (x_val, y_val), (x_test, y_test)``.
+
+    ``fractions`` (non-negative, summing to 1) give the share of each part; validation and test
+    sizes are rounded and training takes the rest. ``shuffle`` permutes the samples with a NumPy
+    Generator seeded by ``seed`` first (without it the parts are consecutive slices).
+    ``stratify`` (usually ``y``) is a label per sample: the split is then made class by class,
+    so each part keeps the class proportions. The parts are new arrays of x's and y's types."""
+    x_array, y_array = np.asarray(x), np.asarray(y)
+    if x_array.ndim == 0 or y_array.ndim == 0:
+        raise ValueError("x, y: expected arrays with one entry per sample, got a scalar")
+    count = x_array.shape[0]
+    if y_array.shape[0] != count:
+        raise ValueError(f"y: expected {count} samples (as many as x), got {y_array.shape[0]}")
+    if count == 0:
+        raise ValueError("x: empty data (0 samples)")
+    values = _fractions(fractions)
+    if seed is not None:
+        seed = check.integer(seed, "seed", low=0)
+    rng = np.random.default_rng(seed)
+    if stratify is None:
+        order = rng.permutation(count) if shuffle else np.arange(count)
+        train, validation, _ = _split_counts(count, values)
+        parts = np.split(order, [train, train + validation])
+    else:
+        parts = _stratified_parts(np.asarray(stratify), count, values, rng, shuffle)
+    return tuple((x_array[indices], y_array[indices]) for indices in parts)
+
+
+def _stratified_parts(labels: np.ndarray, count: int, fractions, rng, shuffle: bool):
+    if labels.ndim != 1 or labels.shape[0] != count:
+        raise ValueError(f"stratify: expected one label per sample, shape ({count},), got shape {labels.shape}")
+    _, inverse = np.unique(labels, return_inverse=True)
+    parts = ([], [], [])
+    for group in range(int(inverse.max()) + 1):
+        members = np.flatnonzero(inverse == group)
+        if shuffle:
+            members = rng.permutation(members)
+        train, validation, _ = _split_counts(members.size, fractions)
+        for part, indices in zip(parts, np.split(members, [train, train + validation])):
+            part.append(indices)
+    result = []
+    for part in parts:
+        indices = np.concatenate(part)
+        # Interleave the classes again so that consecutive samples are not sorted by class.
+        result.append(rng.permutation(indices) if shuffle else np.sort(indices))
+    return result
+
+
+class BatchLoader:
+    """Yields ``(x_batch, y_batch)`` for one pass over ``x`` and ``y`` (arrays with one row per
+    sample) per iteration, in batches of ``batch_size`` rows; the last batch holds the rest.
+
+    With ``shuffle`` each pass draws a new permutation from ``rng`` and gathers the rows into
+    buffers allocated once (``np.take(..., out=)``); the batches are views of those buffers,
+    valid until the next batch. Without it the batches are slices of ``x`` and ``y``."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
+                 rng: Optional[np.random.Generator] = None):
+        self.x = check.array(x, "x", dtype=x.dtype)
+        self.y = check.array(y, "y", dtype=y.dtype)
+        if self.y.shape[0] != self.x.shape[0]:
+            raise ValueError(f"y: expected {self.x.shape[0]} rows (as many as x), got {self.y.shape[0]}")
+        if self.x.shape[0] == 0:
+            raise ValueError("x: empty data (0 samples)")
+        self.batch_size = check.integer(batch_size, "batch_size", low=1)
+        self.shuffle = bool(shuffle)
+        if self.shuffle and not isinstance(rng, np.random.Generator):
+            raise TypeError("rng: shuffling needs a numpy.random.Generator")
+        self.rng = rng
+        rows = min(self.batch_size, self.x.shape[0])
+        self._x_buffer = np.empty((rows,) + self.x.shape[1:], dtype=self.x.dtype) if self.shuffle else None
+        self._y_buffer = np.empty((rows,) + self.y.shape[1:], dtype=self.y.dtype) if self.shuffle else None
+
+    def __len__(self) -> int:
+        return -(-self.x.shape[0] // self.batch_size)
+
+    def __iter__(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        count = self.x.shape[0]
+        order = self.rng.permutation(count) if self.shuffle else None
+        for start in range(0, count, self.batch_size):
+            stop = min(start + self.batch_size, count)
+            if order is None:
+                yield self.x[start:stop], self.y[start:stop]
+                continue
+            indices = order[start:stop]
+            rows = stop - start
+            # mode="clip": the indices are valid by construction, and NumPy buffers `out` (an
+            # extra allocation per batch) in the default mode "raise".
+            x_batch = np.take(self.x, indices, axis=0, out=self._x_buffer[:rows], mode="clip")
+            y_batch = np.take(self.y, indices, axis=0, out=self._y_buffer[:rows], mode="clip")
+            yield x_batch, y_batch

@@ -1,0 +1,398 @@
+"""Layers of a Sequential model: Dense, Dropout and activation layers.
+
+A layer holds no arrays of its own: its parameters (``kernel`` of shape (inputs, units) as in
+Keras, and ``bias``) and their gradients are views into the model's flat buffers, and the
+per-batch arrays it writes (``allocate``) are created once per training run and reused by every
+batch. ``forward`` keeps what ``backward`` needs: the *_grad kernels take the forward's input,
+so a Dense layer keeps its pre-activation."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from . import initializers, ops, regularizers
+from .ops import _checks as check
+
+# Activations the GEMM epilogue applies, and so Dense layers at inference; softmax is row-wise
+# and runs as a separate kernel after the GEMM.
+_FUSED_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu")
+ACTIVATIONS = _FUSED_ACTIVATIONS + ("softmax",)
+# The slope of "leaky_relu" given by name (PyTorch's default; Keras uses 0.2 for the function and
+# 0.3 for the layer). LeakyReLU(negative_slope=...) sets another.
+DEFAULT_NEGATIVE_SLOPE = 0.01
+
+
+def _activation_name(activation: Optional[str]) -> Optional[str]:
+    if activation is None or activation == "linear":
+        return None
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
+        options = ", ".join(repr(name) for name in ("linear",) + ACTIVATIONS)
+        raise ValueError(f"activation: expected None or one of {options}, got {activation!r}")
+    return activation
+
+
+def activate(name: str, negative_slope: float, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``name``(x) into ``out`` (which may be x itself)."""
+    if name == "softmax":
+        return ops.softmax(x, out=out)
+    if name == "leaky_relu":
+        return ops.leaky_relu(x, negative_slope, out=out)
+    return getattr(ops, name)(x, out=out)
+
+
+def activation_grad(name: str, negative_slope: float, grad_output: np.ndarray, x: np.ndarray,
+                    out: np.ndarray) -> np.ndarray:
+    """The gradient through ``name`` at the forward input ``x``, into ``out``. Elementwise
+    activations allow ``out is grad_output``; softmax allows ``out is x``."""
+    if name == "softmax":
+        return ops.softmax_grad(grad_output, x, out=out)
+    if name == "leaky_relu":
+        return ops.leaky_relu_grad(grad_output, x, negative_slope, out=out)
+    return getattr(ops, f"{name}_grad")(grad_output, x, out=out)
+
+
+class Layer:
+    """Base class. A model calls, in order: ``output_dim_for(input_dim)`` and
+    ``parameter_shapes(input_dim)`` to lay out its flat buffers, ``build(input_dim, parameters,
+    gradients)`` with the views, ``initialize(rng)``, then per training run ``allocate(rows,
+    training)`` and per batch ``forward`` / ``backward``."""
+
+    base_name = "layer"
+
+    def __init__(self, name: Optional[str] = None, trainable: bool = True):
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"name: expected a non-empty string, got {name!r}")
+        self.name = name
+        self.trainable = trainable
+        self.built = False
+        self.input_dim: Optional[int] = None
+        self.output_dim: Optional[int] = None
+        self._parameters: Dict[str, np.ndarray] = {}
+        self._gradients: Dict[str, np.ndarray] = {}
+        # The model this layer was added to: a layer's views point into one model's buffers.
+        self._model = None
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"trainable: expected True or False, got {type(value).__name__}")
+        self._trainable = bool(value)
+
+    # Layout -----------------------------------------------------------------------------------
+
+    def output_dim_for(self, input_dim: int) -> int:
+        return input_dim
+
+    def parameter_shapes(self, input_dim: int) -> List[Tuple[str, Tuple[int, ...]]]:
+        """(name, shape) of each parameter, in the order of get_weights."""
+        return []
+
+    def build(self, input_dim: int, parameters: Dict[str, np.ndarray], gradients: Dict[str, np.ndarray]) -> None:
+        """Takes the views of the model's buffers that hold this layer's parameters/gradients."""
+        self.input_dim = input_dim
+        self.output_dim = self.output_dim_for(input_dim)
+        self._parameters = dict(parameters)
+        self._gradients = dict(gradients)
+        self.built = True
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        """Fills the parameters with their initial values drawn from ``rng``."""
+
+    @property
+    def weights(self) -> List[np.ndarray]:
+        """The parameter arrays (views of the model's flat buffer, not copies)."""
+        return list(self._parameters.values())
+
+    @property
+    def gradients(self) -> List[np.ndarray]:
+        return list(self._gradients.values())
+
+    def count_params(self) -> int:
+        return sum(value.size for value in self._parameters.values())
+
+    @property
+    def final_activation(self) -> Optional[str]:
+        """The activation this layer ends with (a loss may fold sigmoid/softmax into itself)."""
+        return None
+
+    # Per-batch work ---------------------------------------------------------------------------
+
+    def allocate(self, rows: int, training: bool) -> Dict[str, np.ndarray]:
+        """The arrays forward/backward write for batches of up to ``rows`` rows."""
+        return {}
+
+    def forward(self, x: np.ndarray, buffers: Dict[str, np.ndarray], training: bool, step: int,
+                apply_activation: bool = True) -> np.ndarray:
+        """The output for the batch ``x`` (a view of ``buffers`` or x itself). ``step`` numbers
+        the training batch (dropout masks); ``apply_activation=False`` stops before the
+        layer's final activation (it is folded into the loss)."""
+        raise NotImplementedError
+
+    def backward(self, grad_output: np.ndarray, x: np.ndarray, buffers: Dict[str, np.ndarray],
+                 grad_input: Optional[np.ndarray], apply_activation: bool = True) -> None:
+        """Writes the parameter gradients (if trainable) and the gradient with respect to ``x``
+        into ``grad_input`` (skipped when None). May overwrite ``grad_output``."""
+        raise NotImplementedError
+
+    def regularization_penalty(self) -> float:
+        return 0.0
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"name": self.name, "trainable": self.trainable}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class Dense(Layer):
+    """``activation(x @ kernel + bias)``: a fully connected layer with ``units`` outputs."""
+
+    base_name = "dense"
+
+    def __init__(self, units: int, activation: Optional[str] = None, use_bias: bool = True,
+                 kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 kernel_regularizer: Any = None, input_dim: Optional[int] = None,
+                 name: Optional[str] = None, trainable: bool = True):
+        super().__init__(name=name, trainable=trainable)
+        self.units = check.integer(units, "units", low=1)
+        self.activation = _activation_name(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.declared_input_dim = None if input_dim is None else check.integer(input_dim, "input_dim", low=1)
+        self.negative_slope = DEFAULT_NEGATIVE_SLOPE
+        self._regularizer_scratch: Optional[np.ndarray] = None
+
+    def output_dim_for(self, input_dim):
+        return self.units
+
+    def parameter_shapes(self, input_dim):
+        shapes = [("kernel", (input_dim, self.units))]
+        if self.use_bias:
+            shapes.append(("bias", (self.units,)))
+        return shapes
+
+    def build(self, input_dim, parameters, gradients):
+        if self.declared_input_dim is not None and self.declared_input_dim != input_dim:
+            raise ValueError(f"input_dim: layer {self.name!r} was declared with input_dim="
+                             f"{self.declared_input_dim}, but its input has {input_dim} features")
+        super().build(input_dim, parameters, gradients)
+        if self.kernel_regularizer is not None:
+            self._regularizer_scratch = np.empty((input_dim, self.units), dtype=np.float32)
+
+    @property
+    def kernel(self) -> np.ndarray:
+        return self._parameters["kernel"]
+
+    @property
+    def bias(self) -> Optional[np.ndarray]:
+        return self._parameters.get("bias")
+
+    @property
+    def kernel_grad(self) -> np.ndarray:
+        return self._gradients["kernel"]
+
+    @property
+    def bias_grad(self) -> Optional[np.ndarray]:
+        return self._gradients.get("bias")
+
+    @property
+    def final_activation(self):
+        return self.activation
+
+    def initialize(self, rng):
+        self.kernel[...] = self.kernel_initializer(self.kernel.shape, rng)
+        if self.use_bias:
+            self.bias[...] = self.bias_initializer(self.bias.shape, rng)
+
+    def allocate(self, rows, training):
+        pre = np.empty((rows, self.units), dtype=np.float32)
+        if not training or self.activation is None:
+            return {"pre": pre, "out": pre}
+        return {"pre": pre, "out": np.empty((rows, self.units), dtype=np.float32)}
+
+    def forward(self, x, buffers, training, step, apply_activation=True):
+        rows = x.shape[0]
+        activation = self.activation if apply_activation else None
+        if not training:
+            out = buffers["out"][:rows]
+            fused = activation if activation in _FUSED_ACTIVATIONS else None
+            ops.matmul(x, self.kernel, bias=self.bias, activation=fused,
+                       negative_slope=self.negative_slope, out=out)
+            if activation == "softmax":
+                ops.softmax(out, out=out)
+            return out
+        pre = ops.matmul(x, self.kernel, bias=self.bias, out=buffers["pre"][:rows])
+        if activation is None:
+            return pre
+        return activate(activation, self.negative_slope, pre, buffers["out"][:rows])
+
+    def backward(self, grad_output, x, buffers, grad_input, apply_activation=True):
+        rows = x.shape[0]
+        grad_pre = grad_output
+        if self.activation is not None and apply_activation:
+            pre = buffers["pre"][:rows]
+            # softmax_grad may write over its input, the elementwise ones over grad_output.
+            target = pre if self.activation == "softmax" else grad_output
+            grad_pre = activation_grad(self.activation, self.negative_slope, grad_output, pre, target)
+        if self.trainable:
+            ops.matmul(x, grad_pre, trans_a=True, out=self.kernel_grad)
+            if self.use_bias:
+                ops.bias_grad(grad_pre, out=self.bias_grad)
+            if self.kernel_regularizer is not None:
+                self.kernel_regularizer.add_gradient(self.kernel, self.kernel_grad, self._regularizer_scratch)
+        if grad_input is not None:
+            ops.matmul(grad_pre, self.kernel, trans_b=True, out=grad_input)
+
+    def regularization_penalty(self):
+        if self.kernel_regularizer is None:
+            return 0.0
+        return self.kernel_regularizer.penalty(self.kernel, self._regularizer_scratch)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": self.activation,
+                "use_bias": self.use_bias, "kernel_initializer": repr(self.kernel_initializer),
+                "bias_initializer": repr(self.bias_initializer),
+                "kernel_regularizer": None if self.kernel_regularizer is None else repr(self.kernel_regularizer)}
+
+    def __repr__(self):
+        return f"Dense({self.units}, activation={self.activation!r}, name={self.name!r})"
+
+
+class Dropout(Layer):
+    """In training, zeroes each input with probability ``rate`` and scales the others by
+    1 / (1 - rate); the identity at inference. The masks come from a counter-based generator
+    keyed by a seed (``seed``, or one the model derives from its own seed for each fit) and the
+    training step, so a seeded run is reproducible."""
+
+    base_name = "dropout"
+
+    def __init__(self, rate: float, seed: Optional[int] = None, name: Optional[str] = None):
+        super().__init__(name=name, trainable=True)
+        self.rate = check.real(rate, "rate", low=0.0, high=1.0, high_open=True)
+        self.seed = None if seed is None else check.integer(seed, "seed", low=0, high=2**64 - 1)
+        # The seed the model sets for the current fit when ``seed`` is None.
+        self.run_seed = 0
+
+    def allocate(self, rows, training):
+        if not training or self.rate == 0.0:
+            return {}
+        return {"out": np.empty((rows, self.input_dim), dtype=np.float32),
+                "mask": np.empty((rows, self.input_dim), dtype=np.uint8)}
+
+    def forward(self, x, buffers, training, step, apply_activation=True):
+        if not training or self.rate == 0.0:
+            return x
+        rows = x.shape[0]
+        seed = self.run_seed if self.seed is None else self.seed
+        out, _ = ops.dropout(x, self.rate, seed=seed, step=step, out=buffers["out"][:rows],
+                             mask_out=buffers["mask"][:rows])
+        return out
+
+    def backward(self, grad_output, x, buffers, grad_input, apply_activation=True):
+        if grad_input is None:
+            return
+        if "mask" not in buffers:
+            # The forward pass was the identity (rate 0, or dropout inactive for this pass).
+            np.copyto(grad_input, grad_output)
+            return
+        ops.dropout_grad(grad_output, buffers["mask"][:x.shape[0]], self.rate, out=grad_input)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+    def __repr__(self):
+        return f"Dropout({self.rate}, name={self.name!r})"
+
+
+class Activation(Layer):
+    """Applies an activation by name: "relu", "leaky_relu", "sigmoid", "tanh", "gelu",
+    "softmax" (row-wise) or "linear"."""
+
+    base_name = "activation"
+
+    def __init__(self, activation: str, negative_slope: float = DEFAULT_NEGATIVE_SLOPE,
+                 name: Optional[str] = None):
+        super().__init__(name=name, trainable=True)
+        self.activation = _activation_name(activation)
+        self.negative_slope = check.real(negative_slope, "negative_slope")
+
+    @property
+    def final_activation(self):
+        return self.activation
+
+    def allocate(self, rows, training):
+        if self.activation is None:
+            return {}
+        return {"out": np.empty((rows, self.input_dim), dtype=np.float32)}
+
+    def forward(self, x, buffers, training, step, apply_activation=True):
+        if self.activation is None or not apply_activation:
+            return x
+        return activate(self.activation, self.negative_slope, x, buffers["out"][:x.shape[0]])
+
+    def backward(self, grad_output, x, buffers, grad_input, apply_activation=True):
+        if grad_input is None:
+            return
+        if self.activation is None or not apply_activation:
+            np.copyto(grad_input, grad_output)
+            return
+        activation_grad(self.activation, self.negative_slope, grad_output, x, grad_input)
+
+    def get_config(self):
+        config = {**super().get_config(), "activation": self.activation}
+        if self.activation == "leaky_relu":
+            config["negative_slope"] = self.negative_slope
+        return config
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.activation!r}, name={self.name!r})"
+
+
+class ReLU(Activation):
+    base_name = "relu"
+
+    def __init__(self, name: Optional[str] = None):
+        super().__init__("relu", name=name)
+
+
+class LeakyReLU(Activation):
+    base_name = "leaky_relu"
+
+    def __init__(self, negative_slope: float = DEFAULT_NEGATIVE_SLOPE, name: Optional[str] = None):
+        super().__init__("leaky_relu", negative_slope=negative_slope, name=name)
+
+
+class Sigmoid(Activation):
+    base_name = "sigmoid"
+
+    def __init__(self, name: Optional[str] = None):
+        super().__init__("sigmoid", name=name)
+
+
+class Tanh(Activation):
+    base_name = "tanh"
+
+    def __init__(self, name: Optional[str] = None):
+        super().__init__("tanh", name=name)
+
+
+class GELU(Activation):
+    base_name = "gelu"
+
+    def __init__(self, name: Optional[str] = None):
+        super().__init__("gelu", name=name)
+
+
+class Softmax(Activation):
+    base_name = "softmax"
+
+    def __init__(self, name: Optional[str] = None):
+        super().__init__("softmax", name=name)

@@ -1,0 +1,165 @@
+"""Training losses, by name or object: "mse", "binary_crossentropy" and
+"sparse_categorical_crossentropy". Each validates and converts targets once, before training,
+and computes the batch loss and its gradient in one kernel call into a preallocated buffer.
+
+The cross-entropies work on logits: the model's last layer outputs logits and the loss applies
+the sigmoid or softmax itself (numerically stable for any logit). A last layer declared with
+the matching activation (``Dense(1, activation="sigmoid")`` with binary cross-entropy,
+``Dense(k, activation="softmax")`` or a final ``Softmax()`` layer with sparse categorical
+cross-entropy) is folded into the loss: training uses the layer's pre-activation as logits and
+``predict`` applies the activation once. The mismatched pairs (softmax with binary
+cross-entropy, sigmoid with sparse categorical cross-entropy) raise ValueError."""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import numpy as np
+
+from . import ops
+from .data import to_float32
+
+
+class Loss:
+    """Base class. ``task`` is "regression", "binary" or "multiclass"; ``link`` is the activation
+    that turns the model's output into predictions (None, "sigmoid" or "softmax")."""
+
+    name = "loss"
+    task = "regression"
+    link: Optional[str] = None
+
+    def fold_activation(self, final_activation: Optional[str], units: int) -> bool:
+        """Whether the last layer's activation is folded into this loss (checks the pair)."""
+        return False
+
+    def targets(self, y, rows: int, units: int) -> np.ndarray:
+        """``y`` checked and converted for a model with ``units`` outputs (a new array or y)."""
+        raise NotImplementedError
+
+    def __call__(self, outputs: np.ndarray, targets: np.ndarray, grad_out: np.ndarray) -> float:
+        """The mean loss over the batch; its gradient w.r.t. ``outputs`` goes to ``grad_out``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _float_targets(y, rows: int, units: int, loss_name: str) -> np.ndarray:
+    targets = to_float32(y, "y")
+    if targets.ndim == 1 and units == 1:
+        targets = targets.reshape(-1, 1)
+    if targets.ndim != 2 or targets.shape[1] != units:
+        expected = f"({rows}, {units})" + (f" or ({rows},)" if units == 1 else "")
+        raise ValueError(f"y: {loss_name} needs targets of shape {expected} to match the model's "
+                         f"{units} output(s), got shape {np.shape(y)}")
+    return np.ascontiguousarray(targets)
+
+
+class MeanSquaredError(Loss):
+    """Mean over all elements of (output - target)^2. The model's output is the prediction:
+    a final activation (even sigmoid or softmax) is applied in training and in predict."""
+
+    name = "mse"
+
+    def targets(self, y, rows: int, units: int) -> np.ndarray:
+        return _float_targets(y, rows, units, "mse")
+
+    def __call__(self, outputs, targets, grad_out):
+        loss, _ = ops.mse(outputs, targets, out=grad_out)
+        return loss
+
+
+class BinaryCrossentropy(Loss):
+    """Binary cross-entropy on logits, averaged over all outputs (one output: binary
+    classification; several: independent labels). Targets are in [0, 1]; ``predict`` returns
+    sigmoid probabilities."""
+
+    name = "binary_crossentropy"
+    task = "binary"
+    link = "sigmoid"
+
+    def fold_activation(self, final_activation, units):
+        if final_activation == "softmax":
+            raise ValueError("loss: binary_crossentropy applies a sigmoid to the model's output, but the "
+                             "last layer applies softmax; use activation=None or 'sigmoid' on the last "
+                             "layer, or sparse_categorical_crossentropy for one-of-k classes")
+        return final_activation == "sigmoid"
+
+    def targets(self, y, rows, units):
+        targets = _float_targets(y, rows, units, "binary_crossentropy")
+        outside = (targets < 0.0) | (targets > 1.0)
+        if outside.any():
+            index = tuple(int(i) for i in np.argwhere(outside)[0])
+            raise ValueError(f"y: binary_crossentropy needs targets in [0, 1], got {float(targets[index]):g} at "
+                             f"index {index if units > 1 else index[0]}")
+        return targets
+
+    def __call__(self, outputs, targets, grad_out):
+        loss, _ = ops.binary_cross_entropy(outputs, targets, out=grad_out)
+        return loss
+
+
+class SparseCategoricalCrossentropy(Loss):
+    """Softmax cross-entropy on logits against one integer class index per sample, averaged over
+    samples; ``predict`` returns softmax probabilities."""
+
+    name = "sparse_categorical_crossentropy"
+    task = "multiclass"
+    link = "softmax"
+
+    def fold_activation(self, final_activation, units):
+        if units < 2:
+            raise ValueError(f"loss: sparse_categorical_crossentropy needs one output per class (at least "
+                             f"2), but the model has {units}; use binary_crossentropy with one output "
+                             f"for two classes")
+        if final_activation == "sigmoid":
+            raise ValueError("loss: sparse_categorical_crossentropy applies a softmax to the model's "
+                             "output, but the last layer applies sigmoid; use activation=None or "
+                             "'softmax' on the last layer, or binary_crossentropy")
+        return final_activation == "softmax"
+
+    def targets(self, y, rows, units):
+        labels = np.asarray(y)
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 1:
+            raise ValueError(f"y: sparse_categorical_crossentropy takes one class index per sample, shape "
+                             f"({rows},), got shape {labels.shape} (for one-hot targets pass "
+                             f"y.argmax(axis=1))")
+        if labels.dtype.kind == "f":
+            integral = np.isfinite(labels) & (labels == np.round(labels))
+            if not integral.all():
+                index = int(np.argmin(integral))
+                raise ValueError(f"y: class labels must be integers, got {labels[index]} at index {index}")
+        elif labels.dtype.kind not in "iub":
+            raise TypeError(f"y: class labels must be integers, got dtype {labels.dtype}")
+        if labels.size:
+            low, high = labels.min(), labels.max()
+            if low < 0 or high >= units:
+                bad = low if low < 0 else high
+                index = int(np.argmax(labels == bad))
+                raise ValueError(f"y: class labels must be in [0, {units}) for a model with {units} outputs, "
+                                 f"got {bad:g} at index {index}")
+        return labels.astype(np.int64)
+
+    def __call__(self, outputs, targets, grad_out):
+        loss, _ = ops.softmax_cross_entropy(outputs, targets, out=grad_out)
+        return loss
+
+
+_BY_NAME = {
+    "mse": MeanSquaredError,
+    "mean_squared_error": MeanSquaredError,
+    "binary_crossentropy": BinaryCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+}
+
+
+def get(identifier: Union[str, Loss]) -> Loss:
+    """The loss named by ``identifier``, or the object itself."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, str) and identifier in _BY_NAME:
+        return _BY_NAME[identifier]()
+    raise ValueError(f"loss: expected a Loss or one of {', '.join(repr(n) for n in _BY_NAME)}, "
+                     f"got {identifier!r}")

@@ -1,0 +1,97 @@
+"""Metrics reported by fit and evaluate, by name or object: "accuracy" (alias "acc"), "mae"
+and "mse" (aliases "mean_absolute_error", "mean_squared_error"). A metric gives the mean over
+one batch; the model averages the batches weighted by their number of samples.
+
+accuracy: for sparse categorical cross-entropy, the share of samples whose largest output is
+the label; for binary cross-entropy, the share of outputs whose probability is above 0.5
+where the target is above 0.5 or at most 0.5 where it is not (Keras' binary accuracy).
+mae/mse compare predictions (probabilities for binary cross-entropy) with targets of the same
+shape, so they need the mse or binary cross-entropy loss."""
+
+from __future__ import annotations
+
+from typing import Union
+
+import numpy as np
+
+from . import ops
+from .losses import Loss
+
+
+class Metric:
+    """Base class. ``uses_probabilities``: the metric gets predictions (the loss' link applied)
+    rather than logits. ``check(loss)`` raises ValueError for a loss it cannot follow."""
+
+    name = "metric"
+    uses_probabilities = True
+
+    def check(self, loss: Loss) -> None:
+        """Raises ValueError when this metric has no meaning for ``loss``."""
+
+    def __call__(self, y_true: np.ndarray, y_pred: np.ndarray, task: str, scratch: np.ndarray) -> float:
+        """Mean over the batch; ``scratch`` is a float32 array of y_pred's shape to work in."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Accuracy(Metric):
+    name = "accuracy"
+    # Accuracy reads logits: argmax and "probability > 0.5" (logit > 0) do not need the link.
+    uses_probabilities = False
+
+    def check(self, loss):
+        if loss.task == "regression":
+            raise ValueError(f"metrics: accuracy needs a classification loss (binary_crossentropy or "
+                             f"sparse_categorical_crossentropy), got {loss.name}")
+
+    def __call__(self, y_true, y_pred, task, scratch):
+        if task == "multiclass":
+            return ops.accuracy(y_pred, y_true)
+        return float(np.count_nonzero((y_pred > 0.0) == (y_true > 0.5))) / y_pred.size
+
+
+class _Elementwise(Metric):
+    def check(self, loss):
+        if loss.task == "multiclass":
+            raise ValueError(f"metrics: {self.name} compares predictions with targets of the same shape, "
+                             f"but {loss.name} takes class indices; use accuracy")
+
+
+class MeanAbsoluteError(_Elementwise):
+    name = "mae"
+
+    def __call__(self, y_true, y_pred, task, scratch):
+        np.subtract(y_pred, y_true, out=scratch)
+        np.abs(scratch, out=scratch)
+        return float(scratch.mean(dtype=np.float64))
+
+
+class MeanSquaredError(_Elementwise):
+    name = "mse"
+
+    def __call__(self, y_true, y_pred, task, scratch):
+        loss, _ = ops.mse(y_pred, y_true, out=scratch)
+        return loss
+
+
+_BY_NAME = {
+    "accuracy": Accuracy,
+    "acc": Accuracy,
+    "mae": MeanAbsoluteError,
+    "mean_absolute_error": MeanAbsoluteError,
+    "mse": MeanSquaredError,
+    "mean_squared_error": MeanSquaredError,
+}
+
+
+def get(identifier: Union[str, Metric]) -> Metric:
+    """The metric named by ``identifier``, or the object itself; its ``name`` is the key in the
+    training history ("accuracy", "mae", "mse", whatever alias was given)."""
+    if isinstance(identifier, Metric):
+        return identifier
+    if isinstance(identifier, str) and identifier in _BY_NAME:
+        return _BY_NAME[identifier]()
+    raise ValueError(f"metrics: expected Metric objects or names among {', '.join(repr(n) for n in _BY_NAME)}, "
+                     f"got {identifier!r}")

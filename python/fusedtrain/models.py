@@ -1,0 +1,739 @@
+"""The Sequential model: a stack of layers trained by compile/fit/evaluate/predict, Keras-style.
+
+Parameters, gradients and optimizer state each live in one flat float32 buffer
+(``model.parameters``, ``model.gradients``, the optimizer's state) and the layers hold views of
+them; a training step runs a handful of kernel calls on arrays allocated when training starts.
+
+Input rule: ``x`` is a 2-D numeric array (samples, features). A float32 array is used as is;
+any other numeric array (float64, integers) is converted once, before training, with
+``np.asarray(x, dtype=np.float32)``. NaN, infinities and values that overflow float32 raise
+ValueError before training starts, as do targets that do not fit the loss (see losses.py).
+
+Randomness: everything random derives from the model's ``seed`` (weights) and fit's ``seed``
+(shuffling, dropout masks) through NumPy SeedSequences, never from global state: the same seeds
+give bit-identical weights and history on the same machine."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import losses as losses_module
+from . import metrics as metrics_module
+from . import optimizers as optimizers_module
+from ._version import __version__
+from .callbacks import Callback, CallbackList, History, ProgressLogger
+from .data import BatchLoader, features, to_float32
+from .layers import Dense, Dropout, Layer, activate
+from .ops import _checks as check
+
+DEVICES = ("auto", "cpu", "cuda")
+# Default rows per batch of evaluate and predict (inference needs no small batches).
+INFERENCE_BATCH_SIZE = 256
+
+
+def _resolve_device(device: str) -> str:
+    if not isinstance(device, str) or device.split(":")[0] not in DEVICES:
+        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device.startswith("cuda"):
+        raise NotImplementedError("device='cuda': the CUDA training backend is not available yet; the "
+                                  "CUDA kernels can be called through fusedtrain.ops on CuPy arrays. "
+                                  "Use device='cpu' or device='auto' to train.")
+    # "auto" trains on the CPU until the CUDA training backend exists; it never fails.
+    return "cpu"
+
+
+class _Workspace:
+    """The arrays one forward (and backward) pass writes, for batches of up to ``rows`` rows."""
+
+    def __init__(self, model: "Sequential", rows: int, training: bool, probabilities: bool,
+                 dropout: bool = True):
+        units = model.output_dim
+        self.rows = rows
+        self.training = training
+        self.dropout = training and dropout
+        self.buffers = [layer.allocate(rows, self.dropout if isinstance(layer, Dropout) else training)
+                        for layer in model.layers]
+        self.inputs: List[Optional[np.ndarray]] = [None] * len(model.layers)
+        # Gradient with respect to each layer's output; the last one receives the loss gradient.
+        self.grads = ([np.empty((rows, layer.output_dim), dtype=np.float32) for layer in model.layers]
+                      if training else [np.empty((rows, units), dtype=np.float32)])
+        self.scratch = np.empty((rows, units), dtype=np.float32)
+        self.probabilities = np.empty((rows, units), dtype=np.float32) if probabilities else None
+
+
+class Sequential:
+    """A linear stack of layers.
+
+    ``input_dim`` (features per sample) may be given here, on the first Dense layer, or left to
+    be inferred from the first data seen. ``device``: "auto" and "cpu" train on the CPU; "cuda"
+    raises NotImplementedError (the CUDA training backend is not available yet). ``seed``
+    (an integer >= 0) makes the initial weights reproducible; None draws fresh entropy."""
+
+    def __init__(self, layers: Optional[Sequence[Layer]] = None, input_dim: Optional[int] = None,
+                 device: str = "auto", seed: Optional[int] = None, name: str = "sequential"):
+        self.device = _resolve_device(device)
+        self.seed = None if seed is None else check.integer(seed, "seed", low=0)
+        self._entropy = self.seed if self.seed is not None else np.random.SeedSequence().entropy
+        self.name = name
+        self.input_dim = None if input_dim is None else check.integer(input_dim, "input_dim", low=1)
+        self.layers: List[Layer] = []
+        self.built = False
+        self.parameters: Optional[np.ndarray] = None
+        self.gradients: Optional[np.ndarray] = None
+        self._ranges: List[Tuple[int, int]] = []
+        self.optimizer: Optional[optimizers_module.Optimizer] = None
+        self.loss: Optional[losses_module.Loss] = None
+        self.metrics: List[metrics_module.Metric] = []
+        self.stop_training = False
+        self.history: Optional[History] = None
+        self._fit_count = 0
+        self._train_step = 0
+        if layers is not None:
+            if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
+                raise TypeError(f"layers: expected a list of layers, got {type(layers).__name__}")
+            for layer in layers:
+                self.add(layer)
+
+    # Structure ----------------------------------------------------------------------------------
+
+    def add(self, layer: Layer) -> None:
+        """Appends ``layer`` (a layer belongs to one model)."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layer: expected a fusedtrain.layers.Layer, got {type(layer).__name__}")
+        if self.built:
+            raise ValueError("layer: the model is already built; create a new Sequential to change its layers")
+        if layer._model is not None:
+            raise ValueError(f"layer: {layer.name!r} already belongs to a model; create a new layer")
+        names = {existing.name for existing in self.layers}
+        if layer.name is None:
+            layer.name = layer.base_name
+            suffix = 0
+            while layer.name in names:
+                suffix += 1
+                layer.name = f"{layer.base_name}_{suffix}"
+        elif layer.name in names:
+            raise ValueError(f"layer: the model already has a layer named {layer.name!r}")
+        declared = getattr(layer, "declared_input_dim", None)
+        if declared is not None and not self.layers:
+            if self.input_dim is not None and self.input_dim != declared:
+                raise ValueError(f"input_dim: the model takes {self.input_dim} features but its first layer "
+                                 f"declares input_dim={declared}")
+            self.input_dim = declared
+        layer._model = self
+        self.layers.append(layer)
+
+    def _layout(self, input_dim: int) -> List[List[Tuple[str, Tuple[int, ...], int]]]:
+        """Per layer, (name, shape, offset) of each parameter in the flat buffer."""
+        layout, offset, dim = [], 0, input_dim
+        for layer in self.layers:
+            entries = []
+            for name, shape in layer.parameter_shapes(dim):
+                entries.append((name, tuple(shape), offset))
+                offset += int(np.prod(shape))
+            layout.append(entries)
+            dim = layer.output_dim_for(dim)
+        return layout
+
+    def build(self, input_dim: Optional[int] = None) -> None:
+        """Lays out the flat buffers for ``input_dim`` features and initialises the weights."""
+        if input_dim is not None:
+            input_dim = check.integer(input_dim, "input_dim", low=1)
+        if self.built:
+            if input_dim is not None and input_dim != self.input_dim:
+                raise ValueError(f"input_dim: the model is built for {self.input_dim} features, got {input_dim}")
+            return
+        input_dim = input_dim if input_dim is not None else self.input_dim
+        if input_dim is None:
+            raise ValueError("input_dim: unknown; pass build(input_dim), Sequential(input_dim=...) or data")
+        if self.input_dim is not None and self.input_dim != input_dim:
+            raise ValueError(f"input_dim: the model was declared with {self.input_dim} features, got {input_dim}")
+        if not self.layers:
+            raise ValueError("layers: the model has no layers; add() some first")
+        layout = self._layout(input_dim)
+        size = sum(int(np.prod(shape)) for entries in layout for _, shape, _ in entries)
+        parameters = np.zeros(size, dtype=np.float32)
+        gradients = np.zeros(size, dtype=np.float32)
+        self._ranges = []
+        dim = input_dim
+        for layer, entries in zip(self.layers, layout):
+            views = {name: parameters[offset:offset + int(np.prod(shape))].reshape(shape)
+                     for name, shape, offset in entries}
+            grad_views = {name: gradients[offset:offset + int(np.prod(shape))].reshape(shape)
+                          for name, shape, offset in entries}
+            layer.build(dim, views, grad_views)
+            start = entries[0][2] if entries else 0
+            self._ranges.append((start, start + layer.count_params()))
+            dim = layer.output_dim
+        rng = np.random.default_rng(np.random.SeedSequence(self._entropy, spawn_key=(0,)))
+        for layer in self.layers:
+            layer.initialize(rng)
+        self.input_dim = input_dim
+        self.parameters = parameters
+        self.gradients = gradients
+        self.built = True
+
+    @property
+    def output_dim(self) -> Optional[int]:
+        """Outputs per sample (None while unknown)."""
+        if self.built:
+            return self.layers[-1].output_dim
+        for layer in reversed(self.layers):
+            if isinstance(layer, Dense):
+                return layer.units
+        return self.input_dim
+
+    def count_params(self) -> int:
+        self._require_built("count_params")
+        return int(self.parameters.size)
+
+    def _require_built(self, what: str) -> None:
+        """Builds the model when its input size is known (as Keras does for a declared input)."""
+        if not self.built and self.input_dim is not None and self.layers:
+            self.build()
+        if not self.built:
+            raise RuntimeError(f"{what}: the model is not built yet; call build(input_dim) or fit it first")
+
+    # Compilation --------------------------------------------------------------------------------
+
+    def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Optional[Sequence[Any]] = None) -> None:
+        """Chooses the optimizer (name or object), the loss (name or object) and the metrics."""
+        if loss is None:
+            raise ValueError("loss: expected 'mse', 'binary_crossentropy', 'sparse_categorical_crossentropy' "
+                             "or a Loss object, got None")
+        loss = losses_module.get(loss)
+        optimizer = optimizers_module.get(optimizer)
+        if metrics is None:
+            metrics = []
+        if isinstance(metrics, (str, metrics_module.Metric)) or not isinstance(metrics, (list, tuple)):
+            raise TypeError(f"metrics: expected a list of metric names or objects, got {metrics!r}")
+        resolved = [metrics_module.get(metric) for metric in metrics]
+        for metric in resolved:
+            metric.check(loss)
+        names = [metric.name for metric in resolved]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates or "loss" in names:
+            raise ValueError(f"metrics: each metric needs a distinct name other than 'loss', got {names}")
+        if self.layers:
+            self._fold(loss)
+        if self.built and optimizer.built and optimizer.size != self.parameters.size:
+            optimizer.build(self.parameters.size)
+        self.optimizer, self.loss, self.metrics = optimizer, loss, resolved
+
+    @property
+    def compiled(self) -> bool:
+        return self.loss is not None
+
+    def _fold(self, loss: Optional[losses_module.Loss]) -> bool:
+        """Whether the last layer's activation is folded into ``loss`` (see losses.py)."""
+        if loss is None:
+            return False
+        units = self.output_dim
+        return loss.fold_activation(self.layers[-1].final_activation, units if units is not None else 2)
+
+    def _link(self) -> Optional[str]:
+        """The activation predict applies to the last layer's (folded) output."""
+        return None if self.loss is None else self.loss.link
+
+    def _require_compiled(self, what: str) -> None:
+        if not self.compiled:
+            raise RuntimeError(f"{what}: the model is not compiled; call compile(optimizer=..., loss=...) "
+                               f"first (fit also accepts optimizer= and loss=)")
+
+    # Passes -------------------------------------------------------------------------------------
+
+    def _forward(self, x: np.ndarray, workspace: _Workspace, fold: bool) -> np.ndarray:
+        """The last layer's output (logits when ``fold``) for the batch ``x``, in training mode
+        when the workspace was allocated for training (Dropout active unless it says not)."""
+        output = x
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
+            workspace.inputs[index] = output
+            training = workspace.dropout if isinstance(layer, Dropout) else workspace.training
+            output = layer.forward(output, workspace.buffers[index], training, self._train_step,
+                                   apply_activation=not (fold and index == last))
+        return output
+
+    def _backward(self, rows: int, workspace: _Workspace, fold: bool, first: int) -> None:
+        """Backward pass from the loss gradient in workspace.grads[-1] down to layer ``first``."""
+        last = len(self.layers) - 1
+        for index in range(last, first - 1, -1):
+            grad_input = workspace.grads[index - 1][:rows] if index > first else None
+            self.layers[index].backward(workspace.grads[index][:rows], workspace.inputs[index],
+                                        workspace.buffers[index], grad_input,
+                                        apply_activation=not (fold and index == last))
+
+    def _penalty(self) -> float:
+        return sum(layer.regularization_penalty() for layer in self.layers if layer.trainable)
+
+    def _first_trainable(self) -> Optional[int]:
+        for index, layer in enumerate(self.layers):
+            if layer.trainable and layer.count_params():
+                return index
+        return None
+
+    def _trainable_segments(self) -> List[Tuple[int, int]]:
+        """Contiguous [start, stop) runs of trainable parameters in the flat buffer."""
+        segments: List[Tuple[int, int]] = []
+        for layer, (start, stop) in zip(self.layers, self._ranges):
+            if not layer.trainable or stop == start:
+                continue
+            if segments and segments[-1][1] == start:
+                segments[-1] = (segments[-1][0], stop)
+            else:
+                segments.append((start, stop))
+        return segments
+
+    def _batch_metrics(self, y: np.ndarray, logits: np.ndarray, workspace: _Workspace) -> List[float]:
+        rows = logits.shape[0]
+        link = self._link()
+        predictions = logits
+        if link is not None and workspace.probabilities is not None:
+            predictions = activate(link, 0.0, logits, workspace.probabilities[:rows])
+        scratch = workspace.scratch[:rows]
+        return [metric(y, predictions if metric.uses_probabilities else logits, self.loss.task, scratch)
+                for metric in self.metrics]
+
+    def _needs_probabilities(self) -> bool:
+        return self._link() is not None and any(metric.uses_probabilities for metric in self.metrics)
+
+    # Input checks -------------------------------------------------------------------------------
+
+    def _features(self, x: Any, name: str = "x") -> np.ndarray:
+        array = features(x, name, self.input_dim)
+        if not self.built:
+            self.build(array.shape[1])
+        return array
+
+    def _targets(self, y: Any, rows: int, name: str = "y") -> np.ndarray:
+        shape = np.shape(y)
+        if len(shape) == 0:
+            raise ValueError(f"{name}: expected one target per sample, got a scalar")
+        if shape[0] != rows:
+            raise ValueError(f"{name}: expected {rows} samples (as many rows as x), got {shape[0]}")
+        try:
+            return self.loss.targets(y, rows, self.output_dim)
+        except (ValueError, TypeError) as error:
+            message = str(error)
+            if name != "y" and message.startswith("y:"):
+                message = name + message[1:]
+            raise type(error)(message) from None
+
+    # Training -----------------------------------------------------------------------------------
+
+    def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32, validation_data: Any = None,
+            validation_split: float = 0.0, shuffle: bool = True, callbacks: Optional[Sequence[Callback]] = None,
+            verbose: int = 1, seed: Optional[int] = None, terminate_on_nan: bool = True,
+            optimizer: Any = None, loss: Any = None, metrics: Optional[Sequence[Any]] = None) -> History:
+        """Trains for ``epochs`` passes over ``x``/``y`` and returns the History.
+
+        validation_split: the fraction of samples, taken from the END of x and y before any
+            shuffling (as Keras), held out for validation; validation_data=(x_val, y_val) takes
+            precedence. Both add val_loss and val_<metric> to the logs.
+        shuffle: a new order each epoch from a generator seeded by ``seed`` (or by the model's
+            seed and the number of earlier fit calls when None).
+        terminate_on_nan: stop at the first batch whose loss is NaN or infinite, before the
+            update, with a RuntimeWarning naming the epoch and batch; the history keeps the
+            epochs completed.
+        optimizer, loss, metrics: compile with these first (any given replaces the compiled one).
+        The history holds, per epoch: loss (the mean over the epoch's batches, weighted by their
+        size, regularization penalties included), the metrics, the val_* values and lr."""
+        if optimizer is not None or loss is not None or metrics is not None:
+            self.compile(optimizer if optimizer is not None else (self.optimizer or "rmsprop"),
+                         loss if loss is not None else self.loss,
+                         metrics if metrics is not None else self.metrics)
+        self._require_compiled("fit")
+        epochs = check.integer(epochs, "epochs", low=1)
+        batch_size = check.integer(batch_size, "batch_size", low=1)
+        validation_split = check.real(validation_split, "validation_split", low=0.0, high=1.0, high_open=True)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle: expected True or False, got {shuffle!r}")
+        verbose = check.integer(int(verbose) if isinstance(verbose, bool) else verbose, "verbose", low=0, high=2)
+        if not isinstance(terminate_on_nan, (bool, np.bool_)):
+            raise TypeError(f"terminate_on_nan: expected True or False, got {terminate_on_nan!r}")
+        if seed is not None:
+            seed = check.integer(seed, "seed", low=0)
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            raise TypeError(f"callbacks: expected a list of callbacks, got {type(callbacks).__name__}")
+
+        x_all = self._features(x)
+        fold = self._fold(self.loss)
+        y_all = self._targets(y, x_all.shape[0])
+        x_train, y_train, x_val, y_val = self._split_validation(x_all, y_all, validation_data, validation_split)
+        loader = BatchLoader(x_train, y_train, batch_size, shuffle=bool(shuffle), rng=self._seed_run(seed))
+        rows = min(batch_size, x_train.shape[0])
+        workspace = _Workspace(self, rows, training=True, probabilities=self._needs_probabilities())
+        validation_workspace = None
+        if x_val is not None:
+            validation_workspace = _Workspace(self, min(batch_size, x_val.shape[0]), training=False,
+                                              probabilities=self._needs_probabilities())
+        self.optimizer.build(self.parameters.size)
+        segments = self._trainable_segments()
+        first = self._first_trainable()
+        for layer, (start, stop) in zip(self.layers, self._ranges):
+            if not layer.trainable:
+                # Frozen layers get no gradient; zeros keep model.gradients meaningful.
+                self.gradients[start:stop] = 0.0
+
+        history = History()
+        callback_list = CallbackList([history] + list(callbacks or []), model=self)
+        if verbose > 0:
+            callback_list.append(ProgressLogger(verbose=verbose, epochs=epochs, steps=len(loader)))
+        callback_list.set_params({"epochs": epochs, "steps": len(loader), "verbose": verbose})
+        self.history = history
+        self.stop_training = False
+        names = ["loss"] + [metric.name for metric in self.metrics]
+        epoch_logs: Dict[str, float] = {}
+        callback_list.on_train_begin()
+        for epoch in range(epochs):
+            callback_list.on_epoch_begin(epoch)
+            totals = [0.0] * len(names)
+            seen = 0
+            diverged = False
+            for batch, (x_batch, y_batch) in enumerate(loader):
+                callback_list.on_train_batch_begin(batch)
+                values = self._train_batch(x_batch, y_batch, workspace, fold, segments, first,
+                                           check_finite=bool(terminate_on_nan))
+                if values is None:
+                    self._report_divergence(epoch, batch, len(loader), verbose)
+                    diverged = True
+                    break
+                batch_rows = x_batch.shape[0]
+                seen += batch_rows
+                totals = [total + value * batch_rows for total, value in zip(totals, values)]
+                callback_list.on_train_batch_end(batch, {name: total / seen for name, total in zip(names, totals)})
+                if self.stop_training:
+                    break
+            if diverged:
+                self.stop_training = True
+                break
+            epoch_logs = {name: total / seen for name, total in zip(names, totals)}
+            if x_val is not None:
+                results = self._evaluate_arrays(x_val, y_val, validation_workspace, fold)
+                epoch_logs.update({f"val_{name}": value for name, value in results.items()})
+            epoch_logs["lr"] = float(self.optimizer.learning_rate)
+            callback_list.on_epoch_end(epoch, epoch_logs)
+            if self.stop_training:
+                break
+        callback_list.on_train_end(epoch_logs)
+        return history
+
+    def _split_validation(self, x: np.ndarray, y: np.ndarray, validation_data: Any, validation_split: float):
+        """(x_train, y_train, x_val, y_val): validation_data checked and converted, or the last
+        ``validation_split`` of x/y (views, no copy), or no validation (None, None)."""
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data: expected a tuple (x_val, y_val)")
+            x_val = features(validation_data[0], "validation_data[0]", self.input_dim)
+            y_val = self._targets(validation_data[1], x_val.shape[0], "validation_data[1]")
+            return x, y, x_val, y_val
+        if validation_split == 0.0:
+            return x, y, None, None
+        split_at = int(math.floor(x.shape[0] * (1.0 - validation_split)))
+        if split_at == 0 or split_at == x.shape[0]:
+            raise ValueError(f"validation_split: {validation_split} of {x.shape[0]} samples leaves an "
+                             f"empty {'training' if split_at == 0 else 'validation'} set")
+        return x[:split_at], y[:split_at], x[split_at:], y[split_at:]
+
+    def _seed_run(self, seed: Optional[int]) -> np.random.Generator:
+        """Seeds one fit: gives each Dropout layer its mask seed and returns the shuffling
+        generator, both derived from ``seed``, or from the model's seed and the number of
+        earlier fit calls."""
+        sequence = (np.random.SeedSequence(seed) if seed is not None
+                    else np.random.SeedSequence(self._entropy, spawn_key=(1, self._fit_count)))
+        self._fit_count += 1
+        shuffle_sequence, dropout_sequence = sequence.spawn(2)
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, Dropout):
+                layer_sequence = np.random.SeedSequence(dropout_sequence.entropy,
+                                                        spawn_key=dropout_sequence.spawn_key + (index,))
+                layer.run_seed = int(layer_sequence.generate_state(1, np.uint64)[0])
+        return np.random.default_rng(shuffle_sequence)
+
+    def _train_batch(self, x: np.ndarray, y: np.ndarray, workspace: _Workspace, fold: bool,
+                     segments: List[Tuple[int, int]], first: Optional[int], check_finite: bool):
+        """One step; returns [loss, metrics...], or None when the loss is not finite and
+        ``check_finite`` (then nothing is updated)."""
+        rows = x.shape[0]
+        logits = self._forward(x, workspace, fold)
+        loss = self.loss(logits, y, workspace.grads[-1][:rows]) + self._penalty()
+        if check_finite and not math.isfinite(loss):
+            return None
+        values = [loss] + self._batch_metrics(y, logits, workspace)
+        if first is not None:
+            self._backward(rows, workspace, fold, first)
+            self.optimizer.apply(self.parameters, self.gradients, segments)
+        self._train_step += 1
+        return values
+
+    def _report_divergence(self, epoch: int, batch: int, steps: int, verbose: int) -> None:
+        message = (f"Epoch {epoch + 1}, batch {batch + 1} of {steps}: the loss is not finite (NaN or "
+                   f"infinite); training stopped before this batch's update (terminate_on_nan=True). "
+                   f"A smaller learning rate or clipnorm usually helps.")
+        if verbose > 0:
+            print(message, file=sys.stdout, flush=True)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def train_on_batch(self, x: Any, y: Any) -> float:
+        """One optimizer step on one batch; returns its loss (penalties included)."""
+        self._require_compiled("train_on_batch")
+        x = self._features(x)
+        fold = self._fold(self.loss)
+        y = self._targets(y, x.shape[0])
+        self.optimizer.build(self.parameters.size)
+        workspace = _Workspace(self, x.shape[0], training=True, probabilities=False)
+        rows = x.shape[0]
+        logits = self._forward(x, workspace, fold)
+        loss = self.loss(logits, y, workspace.grads[-1][:rows]) + self._penalty()
+        first = self._first_trainable()
+        if first is not None:
+            self._backward(rows, workspace, fold, first)
+            self.optimizer.apply(self.parameters, self.gradients, self._trainable_segments())
+        self._train_step += 1
+        return loss
+
+    def loss_and_gradients(self, x: Any, y: Any) -> Tuple[float, np.ndarray]:
+        """The loss of the batch ``x``/``y`` (penalties included, Dropout inactive) and the
+        gradient of it with respect to every trainable parameter, written into
+        ``model.gradients`` (returned; the entries of frozen layers are zero). No update."""
+        self._require_compiled("loss_and_gradients")
+        x = self._features(x)
+        fold = self._fold(self.loss)
+        y = self._targets(y, x.shape[0])
+        rows = x.shape[0]
+        workspace = _Workspace(self, rows, training=True, probabilities=False, dropout=False)
+        self.gradients[...] = 0.0
+        output = self._forward(x, workspace, fold)
+        loss = self.loss(output, y, workspace.grads[-1][:rows]) + self._penalty()
+        first = self._first_trainable()
+        if first is not None:
+            self._backward(rows, workspace, fold, first)
+        return loss, self.gradients
+
+    # Inference ----------------------------------------------------------------------------------
+
+    def _inference_rows(self, batch_size: Optional[int], count: int) -> int:
+        batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check.integer(batch_size, "batch_size", low=1)
+        return min(batch_size, count)
+
+    def _evaluate_arrays(self, x: np.ndarray, y: np.ndarray, workspace: _Workspace, fold: bool) -> Dict[str, float]:
+        names = ["loss"] + [metric.name for metric in self.metrics]
+        totals = [0.0] * len(names)
+        for start in range(0, x.shape[0], workspace.rows):
+            x_batch, y_batch = x[start:start + workspace.rows], y[start:start + workspace.rows]
+            rows = x_batch.shape[0]
+            logits = self._forward(x_batch, workspace, fold)
+            values = [self.loss(logits, y_batch, workspace.grads[-1][:rows])]
+            values += self._batch_metrics(y_batch, logits, workspace)
+            totals = [total + value * rows for total, value in zip(totals, values)]
+        results = {name: total / x.shape[0] for name, total in zip(names, totals)}
+        results["loss"] += self._penalty()
+        return results
+
+    def evaluate(self, x: Any, y: Any, batch_size: Optional[int] = None) -> Dict[str, float]:
+        """{"loss": ..., metric: ...} over all of x/y (the loss includes regularization penalties,
+        as in training). ``batch_size`` only splits the work (default 256 rows)."""
+        self._require_compiled("evaluate")
+        x = self._features(x)
+        fold = self._fold(self.loss)
+        y = self._targets(y, x.shape[0])
+        workspace = _Workspace(self, self._inference_rows(batch_size, x.shape[0]), training=False,
+                               probabilities=self._needs_probabilities())
+        return self._evaluate_arrays(x, y, workspace, fold)
+
+    def predict(self, x: Any, batch_size: Optional[int] = None) -> np.ndarray:
+        """The model's outputs for ``x``, shape (samples, outputs), float32: probabilities for a
+        model compiled with a cross-entropy loss (sigmoid or softmax applied), the last layer's
+        output otherwise. Dropout is inactive."""
+        x = self._features(x)
+        fold = self._fold(self.loss)
+        link = self._link()
+        workspace = _Workspace(self, self._inference_rows(batch_size, x.shape[0]), training=False,
+                               probabilities=False)
+        result = np.empty((x.shape[0], self.output_dim), dtype=np.float32)
+        for start in range(0, x.shape[0], workspace.rows):
+            x_batch = x[start:start + workspace.rows]
+            output = self._forward(x_batch, workspace, fold)
+            target = result[start:start + x_batch.shape[0]]
+            if link is None:
+                np.copyto(target, output)
+            else:
+                activate(link, 0.0, output, target)
+        return result
+
+    def predict_proba(self, x: Any, batch_size: Optional[int] = None) -> np.ndarray:
+        """Class probabilities, for a model compiled with a cross-entropy loss: (samples, classes)
+        for sparse categorical cross-entropy, (samples, outputs) for binary cross-entropy."""
+        self._require_classifier("predict_proba")
+        return self.predict(x, batch_size)
+
+    def predict_classes(self, x: Any, batch_size: Optional[int] = None) -> np.ndarray:
+        """Predicted classes as int64: the most probable class per sample (sparse categorical
+        cross-entropy), or 1 where the probability is above 0.5 (binary cross-entropy; shape
+        (samples,) for one output, (samples, outputs) for several)."""
+        self._require_classifier("predict_classes")
+        probabilities = self.predict(x, batch_size)
+        if self.loss.task == "multiclass":
+            return np.argmax(probabilities, axis=1).astype(np.int64)
+        classes = (probabilities > 0.5).astype(np.int64)
+        return classes[:, 0] if classes.shape[1] == 1 else classes
+
+    def _require_classifier(self, what: str) -> None:
+        self._require_compiled(what)
+        if self.loss.task == "regression":
+            raise ValueError(f"{what}: needs a model compiled with a classification loss "
+                             f"(binary_crossentropy or sparse_categorical_crossentropy), not {self.loss.name}")
+
+    # Weights ------------------------------------------------------------------------------------
+
+    def _parameter_entries(self, input_dim: int) -> List[Tuple[int, str, Tuple[int, ...]]]:
+        """(layer index, parameter name, shape) in get_weights order."""
+        return [(index, name, shape) for index, entries in enumerate(self._layout(input_dim))
+                for name, shape, _ in entries]
+
+    def get_weights(self) -> List[np.ndarray]:
+        """Copies of the parameters: [kernel0, bias0, kernel1, bias1, ...] (kernels (in, out))."""
+        self._require_built("get_weights")
+        return [np.array(value) for layer in self.layers for value in layer.weights]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Sets every parameter from a list like get_weights'. All arrays are checked (count,
+        shape, numeric and finite values) before any is copied; an unbuilt model is built for
+        the input size the first kernel implies."""
+        if isinstance(weights, np.ndarray) or not isinstance(weights, (list, tuple)):
+            raise TypeError(f"weights: expected a list of arrays like get_weights() returns, got "
+                            f"{type(weights).__name__}")
+        input_dim = self.input_dim
+        if not self.built and input_dim is None and weights:
+            input_dim = np.shape(weights[0])[0] if np.ndim(weights[0]) == 2 else None
+            if input_dim is None:
+                raise ValueError(f"weights[0]: expected the first kernel, a 2-D array, got shape {np.shape(weights[0])}")
+        if input_dim is None:
+            raise ValueError("weights: the model's input size is unknown; build(input_dim) first")
+        entries = self._parameter_entries(input_dim)
+        if len(weights) != len(entries):
+            raise ValueError(f"weights: expected {len(entries)} arrays ({self._describe_entries(entries)}), "
+                             f"got {len(weights)}")
+        arrays = []
+        for index, (value, (layer_index, name, shape)) in enumerate(zip(weights, entries)):
+            array = to_float32(value, f"weights[{index}]")
+            if array.shape != shape:
+                raise ValueError(f"weights[{index}]: expected shape {shape} for {self.layers[layer_index].name}."
+                                 f"{name}, got {array.shape}")
+            arrays.append(array)
+        self.build(input_dim)
+        for target, array in zip((value for layer in self.layers for value in layer.weights), arrays):
+            target[...] = array
+
+    def _describe_entries(self, entries) -> str:
+        return ", ".join(f"{self.layers[index].name}.{name} {shape}" for index, name, shape in entries)
+
+    def save_weights(self, path: Any) -> None:
+        """Writes the weights to a safetensors file, keys "layers.{i}.kernel" / "layers.{i}.bias"
+        (i: the layer's index in model.layers). The write is atomic: a temporary file in the
+        same folder, flushed and synced, then renamed over ``path``."""
+        self._require_built("save_weights")
+        from safetensors.numpy import save
+
+        tensors = {f"layers.{index}.{name}": np.ascontiguousarray(value)
+                   for index, layer in enumerate(self.layers) for name, value in layer._parameters.items()}
+        data = save(tensors, metadata={"format": "fusedtrain.weights", "fusedtrain_version": __version__})
+        _write_atomically(os.fspath(path), data)
+
+    def load_weights(self, path: Any) -> None:
+        """Loads weights written by save_weights. The file's names, shapes and dtypes (float32)
+        must match this model exactly; on any mismatch or a damaged file nothing is loaded and
+        ValueError says why. An unbuilt model is built for the file's input size."""
+        from safetensors.numpy import load
+
+        path = os.fspath(path)
+        with open(path, "rb") as handle:
+            data = handle.read()
+        try:
+            tensors = load(data)
+        except Exception as error:  # safetensors raises its own error type for any damage
+            raise ValueError(f"{path}: not a readable safetensors weight file ({error})") from None
+        input_dim = self.input_dim
+        if input_dim is None:
+            first = next((key for key in (f"layers.{i}.kernel" for i in range(len(self.layers))) if key in tensors), None)
+            if first is None or tensors[first].ndim != 2:
+                raise ValueError(f"{path}: holds no kernel from which to infer the model's input size")
+            input_dim = tensors[first].shape[0]
+        entries = self._parameter_entries(input_dim)
+        expected = {f"layers.{index}.{name}": shape for index, name, shape in entries}
+        missing = [key for key in expected if key not in tensors]
+        unexpected = [key for key in tensors if key not in expected]
+        if missing or unexpected:
+            raise ValueError(f"{path}: the tensors do not match this model: missing {missing or 'none'}, "
+                             f"unexpected {unexpected or 'none'}")
+        for key, shape in expected.items():
+            tensor = tensors[key]
+            if tensor.dtype != np.float32:
+                raise ValueError(f"{path}: {key} has dtype {tensor.dtype}, expected float32")
+            if tensor.shape != shape:
+                raise ValueError(f"{path}: {key} has shape {tensor.shape}, expected {shape}")
+        self.set_weights([tensors[key] for key in expected])
+
+    # Display ------------------------------------------------------------------------------------
+
+    def summary(self, print_fn=print) -> None:
+        """Prints a table of the layers: type, output shape, parameters, trainable."""
+        rows = [("Layer (type)", "Output shape", "Params", "Trainable")]
+        dim = self.input_dim
+        total = trainable = 0
+        # The output width is known from a Dense layer on even before the input size is.
+        width: Any = "?" if dim is None else dim
+        for layer in self.layers:
+            if dim is not None:
+                count = sum(int(np.prod(shape)) for _, shape in layer.parameter_shapes(dim))
+                dim = width = layer.output_dim_for(dim)
+                shown = f"{count:,}"
+                total += count
+                trainable += count if layer.trainable else 0
+            else:
+                shown = "?"
+                width = layer.units if isinstance(layer, Dense) else width
+            output = f"(None, {width})"
+            rows.append((f"{layer.name} ({type(layer).__name__})", output, shown,
+                         "yes" if layer.trainable else "no"))
+        widths = [max(len(row[column]) for row in rows) for column in range(4)]
+        line = "-" * (sum(widths) + 6)
+        print_fn(f'Model: "{self.name}" (input: {self.input_dim if self.input_dim is not None else "not built"} '
+                 f'features, device: {self.device})')
+        print_fn(line)
+        for number, row in enumerate(rows):
+            print_fn("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+            if number == 0:
+                print_fn(line)
+        print_fn(line)
+        if self.input_dim is None:
+            print_fn("Parameters: unknown until the input size is known")
+        else:
+            print_fn(f"Total params: {total:,}")
+            print_fn(f"Trainable params: {trainable:,}")
+            print_fn(f"Non-trainable params: {total - trainable:,}")
+
+    def __repr__(self) -> str:
+        return f"Sequential({self.layers!r}, input_dim={self.input_dim})"
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` so that ``path`` holds either its old or its new contents."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".safetensors")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

@@ -1,0 +1,230 @@
+"""Optimizers with Keras' names and PyTorch's update rules (those of the fused kernels in
+fusedtrain.ops). Each keeps its state in flat float32 buffers the size of the model's parameter
+buffer, allocated once when training starts, and updates the parameters with one kernel call
+per contiguous run of trainable parameters: one call in all for a model without frozen layers.
+
+Choices, where Keras and PyTorch differ (the update rules are PyTorch's, so are the defaults
+that go with them):
+- Adam/AdamW add ``epsilon`` to the bias-corrected root of the second moment (PyTorch), so the
+  default epsilon is PyTorch's 1e-8. ``Adam(weight_decay=...)`` adds ``weight_decay * w`` to the
+  gradient (L2, PyTorch's Adam); ``AdamW`` decays the weights decoupled from the gradient, with
+  PyTorch's default ``weight_decay=0.01``.
+- ``SGD(weight_decay=...)`` adds ``weight_decay * w`` to the gradient before momentum (PyTorch).
+- ``RMSprop`` has Keras' defaults (learning_rate 1e-3, rho 0.9) and PyTorch's update
+  ``w -= lr * g / (sqrt(avg) + epsilon)`` with epsilon 1e-8; no momentum or centering.
+- ``clipnorm`` scales the gradients of all trainable parameters together so that their global
+  L2 norm is at most clipnorm (PyTorch's clip_grad_norm_); Keras clips each variable alone.
+- ``learning_rate`` may also be given as ``lr``; it is a settable property, and the next step
+  uses the new value (learning-rate schedules set it between epochs).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import ops
+from .ops import _checks as check
+
+Segments = Sequence[Tuple[int, int]]
+
+
+class Optimizer:
+    """Base class. ``build(size)`` allocates the state; ``apply(parameters, gradients, segments)``
+    takes one step on the ``[start, stop)`` runs of the flat buffers listed in ``segments``."""
+
+    default_learning_rate = 1e-3
+
+    def __init__(self, learning_rate: Optional[float] = None, *, clipnorm: Optional[float] = None,
+                 lr: Optional[float] = None):
+        if learning_rate is not None and lr is not None:
+            raise ValueError("lr: is an alias of learning_rate; pass only one of them")
+        chosen = lr if lr is not None else learning_rate
+        self.learning_rate = self.default_learning_rate if chosen is None else chosen
+        self.clipnorm = None if clipnorm is None else check.real(clipnorm, "clipnorm", low=0.0, low_open=True)
+        self.iterations = 0
+        self.size: Optional[int] = None
+
+    @property
+    def learning_rate(self) -> float:
+        return self._learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        if callable(value):
+            raise TypeError("learning_rate: expected a number; for a schedule use "
+                            "fusedtrain.callbacks.LearningRateScheduler")
+        self._learning_rate = check.real(value, "learning_rate", low=0.0)
+
+    lr = learning_rate
+
+    @property
+    def built(self) -> bool:
+        return self.size is not None
+
+    def build(self, size: int) -> None:
+        """Allocates the state for a flat parameter buffer of ``size`` values (zeros)."""
+        size = check.integer(size, "size", low=0)
+        if self.size is not None and self.size != size:
+            raise ValueError(f"optimizer: this {type(self).__name__} already holds state for {self.size} "
+                             f"parameters, and the model has {size}; give each model its own optimizer")
+        if self.size is None:
+            self.size = size
+            self._allocate(size)
+
+    def _allocate(self, size: int) -> None:
+        """Creates the state buffers."""
+
+    @property
+    def state(self) -> Dict[str, np.ndarray]:
+        """The state buffers by name (the arrays themselves, not copies)."""
+        return {}
+
+    def apply(self, parameters: np.ndarray, gradients: np.ndarray, segments: Segments) -> None:
+        """One step: clips the gradients of ``segments`` (if clipnorm), then updates each segment of
+        ``parameters`` in place. ``gradients`` may be scaled in place by the clipping."""
+        if self.size is None:
+            self.build(parameters.size)
+        if parameters.size != self.size or gradients.size != self.size:
+            raise ValueError(f"parameters: expected {self.size} values (the size this optimizer was built "
+                             f"for), got {parameters.size} and gradients {gradients.size}")
+        if not segments:
+            return
+        whole = len(segments) == 1 and tuple(segments[0]) == (0, self.size)
+        if self.clipnorm is not None:
+            ops.clip_grad_norm(gradients if whole else [gradients[a:b] for a, b in segments], self.clipnorm)
+        self.iterations += 1
+        for start, stop in segments:
+            self._step(parameters if whole else parameters[start:stop],
+                       gradients if whole else gradients[start:stop],
+                       slice(None) if whole else slice(start, stop))
+
+    def _step(self, parameters: np.ndarray, gradients: np.ndarray, part: slice) -> None:
+        raise NotImplementedError
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"learning_rate": self.learning_rate, "clipnorm": self.clipnorm}
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum (heavy-ball or Nesterov) and weight
+    decay added to the gradient."""
+
+    default_learning_rate = 0.01
+
+    def __init__(self, learning_rate: Optional[float] = None, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0, *, clipnorm: Optional[float] = None, lr: Optional[float] = None):
+        super().__init__(learning_rate, clipnorm=clipnorm, lr=lr)
+        self.momentum = check.real(momentum, "momentum", low=0.0)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and self.momentum == 0.0:
+            raise ValueError("nesterov: Nesterov momentum needs momentum > 0")
+        self.weight_decay = check.real(weight_decay, "weight_decay", low=0.0)
+        self.velocity: Optional[np.ndarray] = None
+
+    def _allocate(self, size):
+        if self.momentum > 0.0:
+            self.velocity = np.zeros(size, dtype=np.float32)
+
+    @property
+    def state(self):
+        return {} if self.velocity is None else {"velocity": self.velocity}
+
+    def _step(self, parameters, gradients, part):
+        velocity = None if self.velocity is None else self.velocity[part]
+        ops.sgd_step(parameters, gradients, velocity, lr=self.learning_rate, momentum=self.momentum,
+                     nesterov=self.nesterov, weight_decay=self.weight_decay)
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay, "clipnorm": self.clipnorm}
+
+
+class Adam(Optimizer):
+    """Adam with bias correction; ``weight_decay`` is added to the gradient (L2)."""
+
+    decoupled = False
+    default_weight_decay = 0.0
+
+    def __init__(self, learning_rate: Optional[float] = None, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, weight_decay: Optional[float] = None, *,
+                 clipnorm: Optional[float] = None, lr: Optional[float] = None):
+        super().__init__(learning_rate, clipnorm=clipnorm, lr=lr)
+        self.beta_1 = check.real(beta_1, "beta_1", low=0.0, high=1.0, high_open=True)
+        self.beta_2 = check.real(beta_2, "beta_2", low=0.0, high=1.0, high_open=True)
+        self.epsilon = check.real(epsilon, "epsilon", low=0.0)
+        decay = self.default_weight_decay if weight_decay is None else weight_decay
+        self.weight_decay = check.real(decay, "weight_decay", low=0.0)
+        self.m: Optional[np.ndarray] = None
+        self.v: Optional[np.ndarray] = None
+
+    def _allocate(self, size):
+        self.m = np.zeros(size, dtype=np.float32)
+        self.v = np.zeros(size, dtype=np.float32)
+
+    @property
+    def state(self):
+        return {} if self.m is None else {"m": self.m, "v": self.v}
+
+    def _step(self, parameters, gradients, part):
+        ops.adam_step(parameters, gradients, self.m[part], self.v[part], step=self.iterations,
+                      lr=self.learning_rate, beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon,
+                      weight_decay=self.weight_decay, decoupled=self.decoupled)
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon, "weight_decay": self.weight_decay, "clipnorm": self.clipnorm}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: each step first scales the weights by
+    ``1 - learning_rate * weight_decay`` (default 0.01, as PyTorch)."""
+
+    decoupled = True
+    default_weight_decay = 0.01
+
+
+class RMSprop(Optimizer):
+    """RMSprop: divides the gradient by a running root mean square of past gradients."""
+
+    def __init__(self, learning_rate: Optional[float] = None, rho: float = 0.9, epsilon: float = 1e-8,
+                 weight_decay: float = 0.0, *, clipnorm: Optional[float] = None, lr: Optional[float] = None):
+        super().__init__(learning_rate, clipnorm=clipnorm, lr=lr)
+        self.rho = check.real(rho, "rho", low=0.0, high=1.0)
+        self.epsilon = check.real(epsilon, "epsilon", low=0.0)
+        self.weight_decay = check.real(weight_decay, "weight_decay", low=0.0)
+        self.square_avg: Optional[np.ndarray] = None
+
+    def _allocate(self, size):
+        self.square_avg = np.zeros(size, dtype=np.float32)
+
+    @property
+    def state(self):
+        return {} if self.square_avg is None else {"square_avg": self.square_avg}
+
+    def _step(self, parameters, gradients, part):
+        ops.rmsprop_step(parameters, gradients, self.square_avg[part], lr=self.learning_rate,
+                         alpha=self.rho, eps=self.epsilon, weight_decay=self.weight_decay)
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "rho": self.rho, "epsilon": self.epsilon,
+                "weight_decay": self.weight_decay, "clipnorm": self.clipnorm}
+
+
+_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+
+
+def get(identifier: Union[str, Optimizer]) -> Optimizer:
+    """A new optimizer with default arguments for a name ("sgd", "adam", "adamw", "rmsprop"), or
+    the object itself."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
+        return _BY_NAME[identifier.lower()]()
+    raise ValueError(f"optimizer: expected an Optimizer or one of {', '.join(repr(n) for n in _BY_NAME)}, "
+                     f"got {identifier!r}")
