@@ -66,9 +66,34 @@ struct Operand {
   const float* data;
   int64_t ld;
   bool trans;
-  // Element (row, col) of op(X).
-  float at(int64_t row, int64_t col) const { return trans ? data[col * ld + row] : data[row * ld + col]; }
 };
+
+// Where the micro-kernel reads an MR-row panel of op(A): element (i, p) is row[i][p * step].
+// A packed panel has row[i] = panel + i and step MR; an unpacked one points into A itself
+// (step 1, or lda when transposed). Rows past the edge repeat row 0: they are computed and
+// never stored.
+struct PanelA {
+  const float* row[MR];
+  int64_t step;
+};
+
+PanelA packed_panel(const float* panel) {
+  PanelA view;
+  for (int64_t i = 0; i < MR; ++i) view.row[i] = panel + i;
+  view.step = MR;
+  return view;
+}
+
+// Rows [row0, row0 + rows) x cols [col0, ...) of op(A) read in place.
+PanelA direct_panel(const Operand& a, int64_t row0, int64_t rows, int64_t col0) {
+  PanelA view;
+  for (int64_t i = 0; i < MR; ++i) {
+    int64_t row = row0 + (i < rows ? i : 0);
+    view.row[i] = a.trans ? a.data + col0 * a.ld + row : a.data + row * a.ld + col0;
+  }
+  view.step = a.trans ? a.ld : 1;
+  return view;
+}
 
 // Packs rows [row0, row0 + rows) x cols [col0, col0 + depth) of op(A) into MR-row panels:
 // panel p holds, for each column, MR consecutive rows (zero past the last row).
@@ -117,39 +142,83 @@ void pack_b(const Operand& b, int64_t row0, int64_t depth, int64_t col0, int64_t
   }
 }
 
-// tile[MR x NR] = packed A panel (depth x MR) times packed B panel (depth x NR).
+// C (rows x cols of the tile at c) = scale_c * C + alpha * tile; with scale_c == 0, C is not
+// read, so NaN left in C does not propagate (BLAS semantics for beta == 0).
+void update_edge(const float* tile, float* c, int64_t ldc, int64_t rows, int64_t cols, float alpha,
+                 float scale_c) {
+  for (int64_t i = 0; i < rows; ++i) {
+    float* row = c + i * ldc;
+    const float* t = tile + i * NR;
+    if (scale_c == 0.0f) {
+      for (int64_t j = 0; j < cols; ++j) row[j] = alpha * t[j];
+    } else {
+      for (int64_t j = 0; j < cols; ++j) row[j] = scale_c * row[j] + alpha * t[j];
+    }
+  }
+}
+
+// acc = packed A panel (depth x MR) times packed B panel (depth x NR), then
+// C = scale_c * C + alpha * acc on the rows x cols tile at c: whole tiles straight from the
+// registers, edge tiles through a small buffer.
 #if FT_GEMM_AVX2
-void micro_kernel(int64_t depth, const float* a, const float* b, float* tile) {
+inline void update_row(float* row, __m256 acc0, __m256 acc1, __m256 alpha, __m256 scale_c, bool read_c) {
+  if (read_c) {
+    acc0 = _mm256_fmadd_ps(scale_c, _mm256_loadu_ps(row), _mm256_mul_ps(alpha, acc0));
+    acc1 = _mm256_fmadd_ps(scale_c, _mm256_loadu_ps(row + 8), _mm256_mul_ps(alpha, acc1));
+  } else {
+    acc0 = _mm256_mul_ps(alpha, acc0);
+    acc1 = _mm256_mul_ps(alpha, acc1);
+  }
+  _mm256_storeu_ps(row, acc0);
+  _mm256_storeu_ps(row + 8, acc1);
+}
+
+void micro_kernel(int64_t depth, const PanelA& a, const float* b, float* c, int64_t ldc, int64_t rows,
+                  int64_t cols, float alpha, float scale_c) {
+  const float *a0_row = a.row[0], *a1_row = a.row[1], *a2_row = a.row[2];
+  const float *a3_row = a.row[3], *a4_row = a.row[4], *a5_row = a.row[5];
+  const int64_t step = a.step;
   __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
   __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
   __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
   __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
   __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
   __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-  for (int64_t p = 0; p < depth; ++p) {
+  for (int64_t p = 0, offset = 0; p < depth; ++p, offset += step) {
     __m256 b0 = _mm256_load_ps(b);
     __m256 b1 = _mm256_load_ps(b + 8);
-    __m256 a0 = _mm256_broadcast_ss(a + 0);
+    __m256 a0 = _mm256_broadcast_ss(a0_row + offset);
     c00 = _mm256_fmadd_ps(a0, b0, c00);
     c01 = _mm256_fmadd_ps(a0, b1, c01);
-    __m256 a1 = _mm256_broadcast_ss(a + 1);
+    __m256 a1 = _mm256_broadcast_ss(a1_row + offset);
     c10 = _mm256_fmadd_ps(a1, b0, c10);
     c11 = _mm256_fmadd_ps(a1, b1, c11);
-    __m256 a2 = _mm256_broadcast_ss(a + 2);
+    __m256 a2 = _mm256_broadcast_ss(a2_row + offset);
     c20 = _mm256_fmadd_ps(a2, b0, c20);
     c21 = _mm256_fmadd_ps(a2, b1, c21);
-    __m256 a3 = _mm256_broadcast_ss(a + 3);
+    __m256 a3 = _mm256_broadcast_ss(a3_row + offset);
     c30 = _mm256_fmadd_ps(a3, b0, c30);
     c31 = _mm256_fmadd_ps(a3, b1, c31);
-    __m256 a4 = _mm256_broadcast_ss(a + 4);
+    __m256 a4 = _mm256_broadcast_ss(a4_row + offset);
     c40 = _mm256_fmadd_ps(a4, b0, c40);
     c41 = _mm256_fmadd_ps(a4, b1, c41);
-    __m256 a5 = _mm256_broadcast_ss(a + 5);
+    __m256 a5 = _mm256_broadcast_ss(a5_row + offset);
     c50 = _mm256_fmadd_ps(a5, b0, c50);
     c51 = _mm256_fmadd_ps(a5, b1, c51);
-    a += MR;
     b += NR;
   }
+  if (rows == MR && cols == NR) {
+    const __m256 alpha_v = _mm256_set1_ps(alpha), scale_v = _mm256_set1_ps(scale_c);
+    const bool read_c = scale_c != 0.0f;
+    update_row(c + 0 * ldc, c00, c01, alpha_v, scale_v, read_c);
+    update_row(c + 1 * ldc, c10, c11, alpha_v, scale_v, read_c);
+    update_row(c + 2 * ldc, c20, c21, alpha_v, scale_v, read_c);
+    update_row(c + 3 * ldc, c30, c31, alpha_v, scale_v, read_c);
+    update_row(c + 4 * ldc, c40, c41, alpha_v, scale_v, read_c);
+    update_row(c + 5 * ldc, c50, c51, alpha_v, scale_v, read_c);
+    return;
+  }
+  alignas(32) float tile[MR * NR];
   _mm256_store_ps(tile + 0 * NR, c00);
   _mm256_store_ps(tile + 0 * NR + 8, c01);
   _mm256_store_ps(tile + 1 * NR, c10);
@@ -162,20 +231,20 @@ void micro_kernel(int64_t depth, const float* a, const float* b, float* tile) {
   _mm256_store_ps(tile + 4 * NR + 8, c41);
   _mm256_store_ps(tile + 5 * NR, c50);
   _mm256_store_ps(tile + 5 * NR + 8, c51);
+  update_edge(tile, c, ldc, rows, cols, alpha, scale_c);
 }
 #else
-void micro_kernel(int64_t depth, const float* a, const float* b, float* tile) {
-  float acc[MR][NR] = {};
-  for (int64_t p = 0; p < depth; ++p) {
+void micro_kernel(int64_t depth, const PanelA& a, const float* b, float* c, int64_t ldc, int64_t rows,
+                  int64_t cols, float alpha, float scale_c) {
+  float acc[MR * NR] = {};
+  for (int64_t p = 0, offset = 0; p < depth; ++p, offset += a.step) {
     for (int64_t i = 0; i < MR; ++i) {
-      for (int64_t j = 0; j < NR; ++j) acc[i][j] += a[i] * b[j];
+      float a_value = a.row[i][offset];
+      for (int64_t j = 0; j < NR; ++j) acc[i * NR + j] += a_value * b[j];
     }
-    a += MR;
     b += NR;
   }
-  for (int64_t i = 0; i < MR; ++i) {
-    for (int64_t j = 0; j < NR; ++j) tile[i * NR + j] = acc[i][j];
-  }
+  update_edge(acc, c, ldc, rows, cols, alpha, scale_c);
 }
 #endif
 
@@ -187,55 +256,49 @@ struct Epilogue {
   float param;
 };
 
-// Adds a computed tile into C (rows x cols of it are real). The first k block scales C by beta
-// (or overwrites it when beta == 0); the last one adds the bias and applies the activation.
-void store_tile(const float* tile, float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t col0,
-                bool first, bool last, const Epilogue& e) {
-  for (int64_t i = 0; i < rows; ++i) {
-    float* row = c + i * ldc;
-    const float* t = tile + i * NR;
-    if (first && e.beta == 0.0f) {
-      for (int64_t j = 0; j < cols; ++j) row[j] = e.alpha * t[j];
-    } else if (first && e.beta != 1.0f) {
-      for (int64_t j = 0; j < cols; ++j) row[j] = e.beta * row[j] + e.alpha * t[j];
-    } else {
-      for (int64_t j = 0; j < cols; ++j) row[j] += e.alpha * t[j];
-    }
-    if (last) {
+// The epilogue after the last k block: C += bias (per column), then C = activation(C).
+void finish_tile(float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t col0, const Epilogue& e) {
+  if (!e.bias && e.activation == Activation::None) return;
+  with_activation(e.activation, [&](auto act) {
+    using Act = decltype(act);
+    for (int64_t i = 0; i < rows; ++i) {
+      float* row = c + i * ldc;
       if (e.bias) {
-        for (int64_t j = 0; j < cols; ++j) row[j] += e.bias[col0 + j];
-      }
-      if (e.activation != Activation::None) {
-        with_activation(e.activation, [&](auto act) {
-          using Act = decltype(act);
-          for (int64_t j = 0; j < cols; ++j) row[j] = Act::forward(row[j], e.param);
-        });
+        const float* bias = e.bias + col0;
+        for (int64_t j = 0; j < cols; ++j) row[j] = Act::forward(row[j] + bias[j], e.param);
+      } else {
+        for (int64_t j = 0; j < cols; ++j) row[j] = Act::forward(row[j], e.param);
       }
     }
-  }
+  });
 }
 
 // The whole blocked scheme on the m x n block of C at (row0, col0), on one thread.
 void gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int64_t col0, int64_t n,
                 int64_t k, float* c, int64_t ldc, const Epilogue& e) {
   PackBuffers& buffers = pack_buffers();
-  alignas(64) float tile[MR * NR];
+  // A packed A block pays for itself when several B panels reuse it; for narrow C (n up to
+  // two panels) the micro-kernel reads A in place instead.
+  const bool pack_a_blocks = n > 2 * NR;
   for (int64_t jc = 0; jc < n; jc += NC) {
     int64_t nc = n - jc < NC ? n - jc : NC;
     for (int64_t pc = 0; pc < k; pc += KC) {
       int64_t kc = k - pc < KC ? k - pc : KC;
-      bool first = pc == 0, last = pc + kc == k;
+      // The first k block scales C by beta (overwrites it when beta == 0); later ones add.
+      float scale_c = pc == 0 ? e.beta : 1.0f;
+      bool last = pc + kc == k;
       pack_b(b, pc, kc, col0 + jc, nc, buffers.b);
       for (int64_t ic = 0; ic < m; ic += MC) {
         int64_t mc = m - ic < MC ? m - ic : MC;
-        pack_a(a, row0 + ic, mc, pc, kc, buffers.a);
+        if (pack_a_blocks) pack_a(a, row0 + ic, mc, pc, kc, buffers.a);
         for (int64_t jr = 0; jr < nc; jr += NR) {
           int64_t cols = nc - jr < NR ? nc - jr : NR;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             int64_t rows = mc - ir < MR ? mc - ir : MR;
-            micro_kernel(kc, buffers.a + ir * kc, buffers.b + jr * kc, tile);
             float* c_tile = c + (row0 + ic + ir) * ldc + col0 + jc + jr;
-            store_tile(tile, c_tile, ldc, rows, cols, col0 + jc + jr, first, last, e);
+            PanelA panel = pack_a_blocks ? packed_panel(buffers.a + ir * kc) : direct_panel(a, row0 + ic + ir, rows, pc);
+            micro_kernel(kc, panel, buffers.b + jr * kc, c_tile, ldc, rows, cols, e.alpha, scale_c);
+            if (last) finish_tile(c_tile, ldc, rows, cols, col0 + jc + jr, e);
           }
         }
       }
@@ -248,8 +311,9 @@ void scale_only(int64_t m, int64_t n, float* c, int64_t ldc, const Epilogue& e) 
   alignas(64) float zeros[MR * NR] = {};
   for (int64_t i = 0; i < m; i += MR) {
     for (int64_t j = 0; j < n; j += NR) {
-      store_tile(zeros, c + i * ldc + j, ldc, m - i < MR ? m - i : MR, n - j < NR ? n - j : NR, j, true, true,
-                 e);
+      int64_t rows = m - i < MR ? m - i : MR, cols = n - j < NR ? n - j : NR;
+      update_edge(zeros, c + i * ldc + j, ldc, rows, cols, 0.0f, e.beta);
+      finish_tile(c + i * ldc + j, ldc, rows, cols, j, e);
     }
   }
 }

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+FLOAT32 = np.dtype(np.float32)
+
 
 def is_cupy(array: Any) -> bool:
     """True for a CuPy array, decided without importing CuPy."""
@@ -23,7 +25,7 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
-def array(value: Any, name: str, dtype: Any = np.float32, ndim: int | None = None) -> np.ndarray:
+def array(value: Any, name: str, dtype: Any = FLOAT32, ndim: int | None = None) -> np.ndarray:
     """A C-contiguous NumPy array of `dtype` (and `ndim` dimensions), returned as is."""
     if not isinstance(value, np.ndarray):
         if is_cupy(value):
@@ -58,8 +60,10 @@ def same_shape(value: np.ndarray, name: str, shape: tuple, reference: str) -> No
         raise ValueError(f"{name}: expected shape {shape} (the shape of {reference}), got {value.shape}")
 
 
-def output(out: Any, shape: tuple, dtype: Any = np.float32, name: str = "out") -> np.ndarray:
-    """`out` checked to be a writeable C-contiguous array of `shape`, or a new one when None."""
+def output(out: Any, shape: tuple, dtype: Any = FLOAT32, name: str = "out", inputs: dict | None = None,
+           in_place: tuple = ()) -> np.ndarray:
+    """`out` checked to be a writeable C-contiguous array of `shape` that does not overlap the
+    arrays of `inputs` (see no_overlap), or a new array when None."""
     if out is None:
         return np.empty(shape, dtype=dtype)
     result = array(out, name, dtype)
@@ -67,6 +71,8 @@ def output(out: Any, shape: tuple, dtype: Any = np.float32, name: str = "out") -
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {result.shape}")
     if not result.flags.writeable:
         raise ValueError(f"{name}: the array is read-only")
+    if inputs:
+        no_overlap(result, name, inputs, in_place)
     return result
 
 
@@ -87,9 +93,10 @@ def no_overlap(out: np.ndarray, name: str, inputs: dict, in_place: tuple = ()) -
 def real(value: Any, name: str, low: float | None = None, high: float | None = None,
          low_open: bool = False, high_open: bool = False) -> float:
     """A finite real number within [low, high] (a bound is excluded when its *_open is set)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
-    value = float(value)
+    if type(value) is not float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+        value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name}: expected a finite number, got {value}")
     below = low is not None and (value < low or (low_open and value == low))

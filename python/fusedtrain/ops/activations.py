@@ -24,8 +24,7 @@ def _forward(name: str, code: int, param: float, x: Any, out: Any) -> Any:
         _C.cuda_activation_forward(code, param, x.data.ptr, out.data.ptr, x.size, _cuda.stream(cupy))
         return out
     x = check.array(x, "x")
-    out = check.output(out, x.shape)
-    check.no_overlap(out, "out", {"x": x}, in_place=("x",))
+    out = check.output(out, x.shape, inputs={"x": x}, in_place=("x",))
     _C.activation_forward(code, param, x, out)
     return out
 
@@ -43,8 +42,7 @@ def _backward(name: str, code: int, param: float, grad_output: Any, x: Any, out:
     x = check.array(x, "x")
     grad_output = check.array(grad_output, "grad_output")
     check.same_shape(grad_output, "grad_output", x.shape, "x")
-    out = check.output(out, x.shape)
-    check.no_overlap(out, "out", {"grad_output": grad_output, "x": x}, in_place=("grad_output",))
+    out = check.output(out, x.shape, inputs={"grad_output": grad_output, "x": x}, in_place=("grad_output",))
     _C.activation_backward(code, param, grad_output, x, out)
     return out
 
@@ -104,8 +102,7 @@ def softmax(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     x = check.array(x, "x")
     if x.ndim == 0:
         raise ValueError("x: softmax needs at least 1 dimension, got a 0-D array")
-    out = check.output(out, x.shape)
-    check.no_overlap(out, "out", {"x": x}, in_place=("x",))
+    out = check.output(out, x.shape, inputs={"x": x}, in_place=("x",))
     _C.softmax_forward(x, out)
     return out
 
@@ -119,7 +116,6 @@ def softmax_grad(grad_output: np.ndarray, x: np.ndarray, out: Optional[np.ndarra
         raise ValueError("x: softmax needs at least 1 dimension, got a 0-D array")
     grad_output = check.array(grad_output, "grad_output")
     check.same_shape(grad_output, "grad_output", x.shape, "x")
-    out = check.output(out, x.shape)
-    check.no_overlap(out, "out", {"grad_output": grad_output, "x": x}, in_place=("x",))
+    out = check.output(out, x.shape, inputs={"grad_output": grad_output, "x": x}, in_place=("x",))
     _C.softmax_backward(grad_output, x, out)
     return out

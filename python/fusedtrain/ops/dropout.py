@@ -26,10 +26,8 @@ def dropout(x: np.ndarray, rate: float, *, seed: int, step: int, out: Optional[n
     seed = check.integer(seed, "seed", low=0, high=2**64 - 1)
     step = check.integer(step, "step", low=0, high=2**64 - 1)
     x = check.array(x, "x")
-    out = check.output(out, x.shape)
-    mask_out = check.output(mask_out, x.shape, dtype=np.uint8, name="mask_out")
-    check.no_overlap(out, "out", {"x": x}, in_place=("x",))
-    check.no_overlap(mask_out, "mask_out", {"x": x, "out": out})
+    out = check.output(out, x.shape, inputs={"x": x}, in_place=("x",))
+    mask_out = check.output(mask_out, x.shape, dtype=np.uint8, name="mask_out", inputs={"x": x, "out": out})
     _C.dropout_forward(x, out, mask_out, rate, seed, step)
     return out, mask_out
 
@@ -42,7 +40,7 @@ def dropout_grad(grad_output: np.ndarray, mask: np.ndarray, rate: float,
     grad_output = check.array(grad_output, "grad_output")
     mask = check.array(mask, "mask", dtype=np.uint8)
     check.same_shape(mask, "mask", grad_output.shape, "grad_output")
-    out = check.output(out, grad_output.shape)
-    check.no_overlap(out, "out", {"grad_output": grad_output, "mask": mask}, in_place=("grad_output",))
+    out = check.output(out, grad_output.shape, inputs={"grad_output": grad_output, "mask": mask},
+                       in_place=("grad_output",))
     _C.dropout_backward(grad_output, mask, out, rate)
     return out

@@ -39,7 +39,6 @@ def matmul(a: np.ndarray, b: np.ndarray, *, trans_a: bool = False, trans_b: bool
         raise ValueError("beta: a non-zero beta scales the existing contents of out; pass out=")
     code = check.choice(activation, "activation", ACTIVATIONS) if activation is not None else 0
     slope = check.real(negative_slope, "negative_slope")
-    out = check.output(out, (m, n))
-    check.no_overlap(out, "out", {"a": a, "b": b, "bias": bias})
+    out = check.output(out, (m, n), inputs={"a": a, "b": b, "bias": bias})
     _C.gemm(a, b, out, bias, bool(trans_a), bool(trans_b), alpha, beta, code, slope)
     return out

@@ -22,12 +22,6 @@ def _pair(pred: np.ndarray, target: np.ndarray, pred_name: str) -> Tuple[np.ndar
     return pred, target
 
 
-def _grad_out(out: Optional[np.ndarray], shape: tuple, inputs: dict, in_place: str) -> np.ndarray:
-    out = check.output(out, shape)
-    check.no_overlap(out, "out", inputs, in_place=(in_place,))
-    return out
-
-
 def mse(pred: np.ndarray, target: np.ndarray, reduction: str = "mean",
         out: Optional[np.ndarray] = None) -> Tuple[float, np.ndarray]:
     """Mean (or sum) of (pred - target)^2 over all elements, and its gradient.
@@ -35,7 +29,7 @@ def mse(pred: np.ndarray, target: np.ndarray, reduction: str = "mean",
     ``out`` receives the gradient (it may be ``pred`` itself)."""
     code = check.choice(reduction, "reduction", REDUCTIONS)
     pred, target = _pair(pred, target, "pred")
-    out = _grad_out(out, pred.shape, {"pred": pred, "target": target}, "pred")
+    out = check.output(out, pred.shape, inputs={"pred": pred, "target": target}, in_place=("pred",))
     loss = _C.mse_loss(pred, target, out, code)
     return loss, out
 
@@ -48,7 +42,7 @@ def binary_cross_entropy(logits: np.ndarray, target: np.ndarray, reduction: str 
     ``out`` receives the gradient (it may be ``logits`` itself)."""
     code = check.choice(reduction, "reduction", REDUCTIONS)
     logits, target = _pair(logits, target, "logits")
-    out = _grad_out(out, logits.shape, {"logits": logits, "target": target}, "logits")
+    out = check.output(out, logits.shape, inputs={"logits": logits, "target": target}, in_place=("logits",))
     loss = _C.binary_cross_entropy_loss(logits, target, out, code)
     return loss, out
 
@@ -67,7 +61,7 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, reduction: str
     if classes == 0:
         raise ValueError(f"logits: expected at least one class column, got shape {logits.shape}")
     labels = check.labels(labels, "labels", rows)
-    out = _grad_out(out, logits.shape, {"logits": logits, "labels": labels}, "logits")
+    out = check.output(out, logits.shape, inputs={"logits": logits, "labels": labels}, in_place=("logits",))
     try:
         loss = _C.softmax_cross_entropy_loss(logits, labels, out, code)
     except ValueError as error:

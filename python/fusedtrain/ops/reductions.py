@@ -13,8 +13,7 @@ from . import _checks as check
 def bias_grad(grad_output: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Column sums of a (rows, cols) gradient: the gradient of a bias added to every row."""
     grad_output = check.array(grad_output, "grad_output", ndim=2)
-    out = check.output(out, (grad_output.shape[1],))
-    check.no_overlap(out, "out", {"grad_output": grad_output})
+    out = check.output(out, (grad_output.shape[1],), inputs={"grad_output": grad_output})
     _C.bias_grad(grad_output, out)
     return out
 
