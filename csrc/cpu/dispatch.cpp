@@ -101,10 +101,12 @@ void check_data(const char* function, const char* name, const void* pointer, boo
   if (needed && pointer == nullptr) fail(function, std::string(name) + " is a null pointer");
 }
 
-void check_leading_dimension(const char* function, const char* name, int64_t leading, int64_t columns) {
+// A row-major array whose rows hold `columns` elements needs a leading dimension of at least that.
+void check_leading_dimension(const char* function, const char* name, int64_t leading, const char* array,
+                             int64_t columns) {
   if (leading < columns) {
-    fail(function, std::string(name) + " = " + std::to_string(leading) + " is smaller than the " +
-                       std::to_string(columns) + " columns it strides over");
+    fail(function, std::string(name) + " = " + std::to_string(leading) +
+                       " is smaller than the row length of " + array + " (" + std::to_string(columns) + ")");
   }
 }
 
@@ -137,7 +139,8 @@ void check_labels(const char* function, const Label* labels, int64_t rows, int64
 }
 
 // Shared by the elementwise entry points: n >= 0 and every array present when n > 0.
-void check_elementwise(const char* function, int64_t n, std::initializer_list<std::pair<const char*, const void*>> arrays) {
+void check_elementwise(const char* function, int64_t n,
+                       std::initializer_list<std::pair<const char*, const void*>> arrays) {
   check_size(function, "n", n);
   for (const auto& [name, pointer] : arrays) check_data(function, name, pointer, n > 0);
 }
@@ -175,9 +178,9 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   check_size(function, "k", k);
   check_activation(function, activation);
   // A is stored m x k (k x m when transposed), B k x n (n x k), C m x n, all row-major.
-  check_leading_dimension(function, "lda", lda, trans_a ? m : k);
-  check_leading_dimension(function, "ldb", ldb, trans_b ? k : n);
-  check_leading_dimension(function, "ldc", ldc, n);
+  check_leading_dimension(function, "lda", lda, "a", trans_a ? m : k);
+  check_leading_dimension(function, "ldb", ldb, "b", trans_b ? k : n);
+  check_leading_dimension(function, "ldc", ldc, "c", n);
   bool product = m > 0 && n > 0 && k > 0;
   check_data(function, "a", a, product);
   check_data(function, "b", b, product);
@@ -195,7 +198,8 @@ void activation_forward(Activation activation, float param, const float* x, floa
 void activation_backward(Activation activation, float param, const float* grad_output,
                          const float* x, float* grad_input, int64_t n) {
   check_activation("activation_backward", activation);
-  check_elementwise("activation_backward", n, {{"grad_output", grad_output}, {"x", x}, {"grad_input", grad_input}});
+  check_elementwise("activation_backward", n,
+                    {{"grad_output", grad_output}, {"x", x}, {"grad_input", grad_input}});
   FT_DISPATCH(activation_backward, activation, param, grad_output, x, grad_input, n);
 }
 
@@ -280,7 +284,9 @@ void scale(float* x, int64_t n, float factor) {
 void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float lr, float momentum,
               bool nesterov, float weight_decay) {
   check_elementwise("sgd_step", n, {{"param", param}, {"grad", grad}});
-  check_data("sgd_step", "velocity (needed with momentum != 0)", velocity, n > 0 && momentum != 0.0f);
+  if (n > 0 && momentum != 0.0f && velocity == nullptr) {
+    fail("sgd_step", "velocity is a null pointer, but momentum = " + std::to_string(momentum) + " needs it");
+  }
   FT_DISPATCH(sgd_step, param, grad, velocity, n, lr, momentum, nesterov, weight_decay);
 }
 
@@ -307,7 +313,8 @@ void dropout_forward(const float* x, float* y, uint8_t* mask, int64_t n, float r
 void dropout_backward(const float* grad_output, const uint8_t* mask, float* grad_input, int64_t n,
                       float rate) {
   check_rate("dropout_backward", rate);
-  check_elementwise("dropout_backward", n, {{"grad_output", grad_output}, {"mask", mask}, {"grad_input", grad_input}});
+  check_elementwise("dropout_backward", n,
+                    {{"grad_output", grad_output}, {"mask", mask}, {"grad_input", grad_input}});
   FT_DISPATCH(dropout_backward, grad_output, mask, grad_input, n, rate);
 }
 

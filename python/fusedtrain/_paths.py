@@ -1,6 +1,6 @@
-"""Where the installed C++ side of fusedtrain lives: the public headers, the kernel library and
-the CMake package, for projects that compile against the kernels (see ``--cmake-dir`` in
-``python -m fusedtrain``)."""
+"""Where the installed C++ side of fusedtrain lives: the public headers and the CMake package
+(which locates the kernel library), for projects that compile against the kernels; also printed
+by ``python -m fusedtrain --include-dir`` and ``--cmake-dir``."""
 
 from __future__ import annotations
 
@@ -33,10 +33,3 @@ def get_cmake_dir() -> str:
     """The directory holding ``fusedtrainConfig.cmake``: pass it as ``-Dfusedtrain_DIR=...`` so
     that ``find_package(fusedtrain CONFIG)`` finds the ``fusedtrain::kernels`` target."""
     return _existing(_install_root() / "share" / "cmake" / "fusedtrain", "CMake package directory")
-
-
-def get_library_dir() -> str:
-    """The directory holding the static kernel library (``libfusedtrain_kernels.a``;
-    ``fusedtrain_kernels.lib`` on Windows), for build systems other than CMake: link it together
-    with the compiler's OpenMP runtime (``-fopenmp``)."""
-    return _existing(_install_root() / "lib", "library directory")

@@ -3,8 +3,10 @@ LearningRateScheduler, ReduceLROnPlateau, ModelCheckpoint, TerminateOnNaN and Pr
 
 A callback sees the model through a small interface: `model.stop_training` (set it to stop
 after the current batch or epoch), `model.optimizer.learning_rate` (a settable float),
-`model.get_weights()` / `model.set_weights(list)` (copies) and `model.save_weights(path)`
-(an atomic write). Epochs are numbered from 0, as in Keras, and printed from 1.
+`model.get_weights()` / `model.set_weights(list)` (copies) and `model.save_weights(path)`,
+`model.save(path)`, `model.save_checkpoint(path)` (atomic writes). Epochs are numbered from 0,
+as in Keras, and printed from 1. Callbacks whose behaviour depends on past epochs expose
+`get_state()` / `set_state(state)`, which training checkpoints store and restore.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import string
 import warnings
 from typing import TYPE_CHECKING
 
+import numpy as np
 from tqdm import tqdm
 
 from .ops import _checks
@@ -120,6 +123,16 @@ class Callback:
 
     def on_train_batch_end(self, batch, logs=None):
         pass
+
+    def get_state(self):
+        """What a training checkpoint keeps of this callback so that `fit(..., resume=path)`
+        continues as if training had not stopped: a dict of numbers, strings, booleans, None
+        and lists of NumPy arrays, or None (the default) for a callback whose behaviour depends
+        only on the epoch and the model."""
+        return None
+
+    def set_state(self, state):
+        """Restores a dict from get_state(); fit calls it after on_train_begin when resuming."""
 
 
 class CallbackList:
@@ -287,6 +300,19 @@ class EarlyStopping(_MonitorCallback):
     def on_train_begin(self, logs=None):
         self._reset()
 
+    def get_state(self):
+        return {"wait": self.wait, "stopped_epoch": self.stopped_epoch, "best": self.best,
+                "best_epoch": self.best_epoch, "stopped": self._stopped, "best_weights": self.best_weights}
+
+    def set_state(self, state):
+        self.wait = state["wait"]
+        self.stopped_epoch = state["stopped_epoch"]
+        self.best = state["best"]
+        self.best_epoch = state["best_epoch"]
+        self._stopped = state["stopped"]
+        weights = state["best_weights"]
+        self.best_weights = None if weights is None else [np.array(array) for array in weights]
+
     def on_epoch_end(self, epoch, logs=None):
         if epoch < self.start_from_epoch:
             return
@@ -392,6 +418,14 @@ class ReduceLROnPlateau(_MonitorCallback):
     def on_train_begin(self, logs=None):
         self._reset()
 
+    def get_state(self):
+        return {"best": self.best, "wait": self.wait, "cooldown_counter": self.cooldown_counter}
+
+    def set_state(self, state):
+        self.best = state["best"]
+        self.wait = state["wait"]
+        self.cooldown_counter = state["cooldown_counter"]
+
     def in_cooldown(self) -> bool:
         return self.cooldown_counter > 0
 
@@ -432,15 +466,21 @@ class ModelCheckpoint(_MonitorCallback):
         in the direction of `mode`); with a fixed filepath the file always holds the best
         weights. The best value persists across fit calls with the same callback.
     save_weights_only: True writes model.save_weights(path); False writes model.save(path)
-        (weights and architecture). Both writes are atomic (a temporary file in the same folder
-        then a rename), so an interrupted save leaves the previous file intact.
+        (weights and architecture, loadable with fusedtrain.load). All writes are atomic (a
+        temporary file in the same folder then a rename), so an interrupted save leaves the
+        previous file intact.
     save_freq: "epoch", or an integer n to save every n training batches (counted across epochs).
     initial_value_threshold: with save_best_only, a value the first save must beat.
+    save_training_state: True writes model.save_checkpoint(path) instead: weights,
+        architecture, optimizer state, epoch, random generator states, history and the state of
+        the other callbacks, from which fit(..., resume=path) continues training exactly. fit
+        runs such a ModelCheckpoint after the other callbacks, so that the file holds their
+        state at the end of the epoch; it needs save_freq="epoch".
     """
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
                  save_weights_only=True, mode="auto", save_freq="epoch",
-                 initial_value_threshold=None):
+                 initial_value_threshold=None, save_training_state=False):
         super().__init__(monitor, mode, 0.0)
         self.filepath = self._check_filepath(filepath)
         self.verbose = _verbosity(verbose)
@@ -451,6 +491,10 @@ class ModelCheckpoint(_MonitorCallback):
                 raise ValueError(f"save_freq: expected 'epoch' or a number of batches, got {save_freq!r}")
             save_freq = _checks.integer(save_freq, "save_freq", low=1)
         self.save_freq = save_freq
+        self.save_training_state = _flag(save_training_state, "save_training_state")
+        if self.save_training_state and save_freq != "epoch":
+            raise ValueError(f"save_freq: a checkpoint with the training state is written at the end of an "
+                             f"epoch; use save_freq='epoch' with save_training_state=True, got {save_freq!r}")
         self.best = (None if initial_value_threshold is None
                      else _checks.real(initial_value_threshold, "initial_value_threshold"))
         self._epoch = 0
@@ -478,6 +522,14 @@ class ModelCheckpoint(_MonitorCallback):
 
     def on_train_begin(self, logs=None):
         self._batches_seen = 0
+
+    def get_state(self):
+        return {"best": self.best, "batches_seen": self._batches_seen, "epoch": self._epoch}
+
+    def set_state(self, state):
+        self.best = state["best"]
+        self._batches_seen = state["batches_seen"]
+        self._epoch = state["epoch"]
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -524,16 +576,23 @@ class ModelCheckpoint(_MonitorCallback):
         if self.verbose > 0:
             _message(f"Epoch {epoch + 1}: {self.monitor} improved from {previous} to {current:.5g}, "
                      f"saving the model to {path}")
-        self._write(path)
-        # Recorded only once the file is written: after a failed save the next epoch is still
-        # compared with the best value actually on disk.
-        self.best = current
+        # Kept only once the file is written: after a failed save the next epoch is still
+        # compared with the best value actually on disk. A training-state checkpoint records
+        # this callback too, so it must already hold the value the file is saved for.
+        previous_best, self.best = self.best, current
+        try:
+            self._write(path)
+        except BaseException:
+            self.best = previous_best
+            raise
 
     def _write(self, path):
         folder = os.path.dirname(path)
         if folder:
             os.makedirs(folder, exist_ok=True)
-        if self.save_weights_only:
+        if self.save_training_state:
+            self.model.save_checkpoint(path)
+        elif self.save_weights_only:
             self.model.save_weights(path)
         else:
             self.model.save(path)

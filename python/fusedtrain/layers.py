@@ -1,4 +1,4 @@
-"""Layers of a Sequential model: Dense, Dropout and activation layers.
+"""Layers of a Sequential model: Dense, Dropout, activation layers and Normalization.
 
 A layer holds no arrays of its own: its parameters (``kernel`` of shape (inputs, units) as in
 Keras, and ``bias``) and their gradients are views into the model's flat buffers, and the
@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import initializers, ops, regularizers
+from .data import features, to_float32
 from .ops import _checks as check
 
 # Activations the GEMM epilogue applies, and so Dense layers at inference; softmax is row-wise
@@ -144,10 +145,41 @@ class Layer:
         return 0.0
 
     def get_config(self) -> Dict[str, Any]:
+        """The constructor's arguments (and ``trainable``) as JSON-compatible values: what a
+        model file stores to rebuild the layer with ``from_config``."""
         return {"name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "Layer":
+        """A new layer from ``get_config()``'s dictionary."""
+        config = dict(config)
+        trainable = config.pop("trainable", True)
+        layer = cls(**config)
+        layer.trainable = trainable
+        return layer
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _serialize(value: Any) -> Optional[Dict[str, Any]]:
+    """An initializer or regularizer as {"class_name": ..., "config": ...} (None stays None)."""
+    if value is None:
+        return None
+    return {"class_name": type(value).__name__, "config": value.get_config()}
+
+
+def _deserialize(value: Any, module: Any, base: type, name: str) -> Any:
+    """The object that ``_serialize`` described, or the one a name (e.g. "he_normal") stands for."""
+    if not isinstance(value, dict):
+        return module.get(value)
+    if set(value) != {"class_name", "config"} or not isinstance(value["config"], dict):
+        raise ValueError(f"{name}: expected a name or {{'class_name': ..., 'config': {{...}}}}, got {value!r}")
+    class_name = str(value["class_name"])
+    found = getattr(module, class_name, None)
+    if class_name.startswith("_") or not (isinstance(found, type) and issubclass(found, base)):
+        raise ValueError(f"{name}: unknown class {class_name!r} (not in {module.__name__})")
+    return found(**value["config"])
 
 
 class Dense(Layer):
@@ -257,10 +289,29 @@ class Dense(Layer):
         return self.kernel_regularizer.penalty(self.kernel, self._regularizer_scratch)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "activation": self.activation,
-                "use_bias": self.use_bias, "kernel_initializer": repr(self.kernel_initializer),
-                "bias_initializer": repr(self.bias_initializer),
-                "kernel_regularizer": None if self.kernel_regularizer is None else repr(self.kernel_regularizer)}
+        config = {**super().get_config(), "units": self.units, "activation": self.activation,
+                  "use_bias": self.use_bias, "kernel_initializer": _serialize(self.kernel_initializer),
+                  "bias_initializer": _serialize(self.bias_initializer),
+                  "kernel_regularizer": _serialize(self.kernel_regularizer),
+                  "input_dim": self.declared_input_dim}
+        if self.activation == "leaky_relu":
+            # Not a constructor argument: an attribute a user may set on the layer.
+            config["negative_slope"] = self.negative_slope
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        negative_slope = config.pop("negative_slope", DEFAULT_NEGATIVE_SLOPE)
+        for key in ("kernel_initializer", "bias_initializer"):
+            if key in config:
+                config[key] = _deserialize(config[key], initializers, initializers.Initializer, key)
+        if "kernel_regularizer" in config:
+            config["kernel_regularizer"] = _deserialize(config["kernel_regularizer"], regularizers,
+                                                        regularizers.Regularizer, "kernel_regularizer")
+        layer = super().from_config(config)
+        layer.negative_slope = check.real(negative_slope, "negative_slope")
+        return layer
 
     def __repr__(self):
         return f"Dense({self.units}, activation={self.activation!r}, name={self.name!r})"
@@ -347,7 +398,10 @@ class Activation(Layer):
         activation_grad(self.activation, self.negative_slope, grad_output, x, grad_input)
 
     def get_config(self):
-        config = {**super().get_config(), "activation": self.activation}
+        config = super().get_config()
+        # The subclasses (ReLU, Tanh, ...) take no activation argument: their class says it.
+        if type(self) is Activation:
+            config["activation"] = self.activation
         if self.activation == "leaky_relu":
             config["negative_slope"] = self.negative_slope
         return config
@@ -396,3 +450,121 @@ class Softmax(Activation):
 
     def __init__(self, name: Optional[str] = None):
         super().__init__("softmax", name=name)
+
+
+class Normalization(Layer):
+    """Standardises each feature: ``(x - mean) / max(sqrt(variance), epsilon)``, as Keras'
+    ``Normalization`` does. ``mean`` and ``variance`` (one value per feature) are the model's
+    parameters "mean" and "variance": they live in its flat buffer and are saved, loaded and
+    returned by get_weights like any weight, but they are statistics of the data, never trained
+    (the layer is always frozen). Pass them to the constructor or compute them with
+    ``adapt(x)``. Until then, and in a model rebuilt from a file until its weights are loaded,
+    the layer holds mean 0 and variance 1: the identity.
+
+    As the first layer it lets a saved model take raw features: the scaling travels with the
+    weights."""
+
+    base_name = "normalization"
+
+    def __init__(self, mean: Any = None, variance: Any = None, epsilon: float = 1e-7,
+                 name: Optional[str] = None):
+        super().__init__(name=name, trainable=False)
+        if (mean is None) != (variance is None):
+            raise ValueError("mean, variance: give both or neither (adapt(x) computes them from data)")
+        self.epsilon = check.real(epsilon, "epsilon", low=0.0, low_open=True)
+        self.declared_input_dim: Optional[int] = None
+        self._statistics: Optional[Tuple[np.ndarray, np.ndarray]] = None
+        if mean is not None:
+            self._set_statistics(_statistic(mean, "mean"), _statistic(variance, "variance"))
+
+    @property
+    def trainable(self) -> bool:
+        return False
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"trainable: expected True or False, got {type(value).__name__}")
+        if value:
+            raise ValueError("trainable: a Normalization layer holds statistics of the data, which are not "
+                             "trained; adapt(x) recomputes them")
+
+    def _set_statistics(self, mean: np.ndarray, variance: np.ndarray) -> None:
+        if mean.shape != variance.shape:
+            raise ValueError(f"variance: expected one value per feature like mean, shape {mean.shape}, got "
+                             f"shape {variance.shape}")
+        if (variance < 0).any():
+            index = int(np.argmax(variance < 0))
+            raise ValueError(f"variance: must be >= 0, got {variance[index]:g} at index {index}")
+        if self.built:
+            if mean.shape[0] != self.input_dim:
+                raise ValueError(f"x: the layer is built for {self.input_dim} features, got {mean.shape[0]}")
+            self.mean[...] = mean
+            self.variance[...] = variance
+            return
+        self._statistics = (mean, variance)
+        self.declared_input_dim = mean.shape[0]
+
+    def adapt(self, x: Any) -> None:
+        """Sets mean and variance to those of each column of ``x`` (samples, features): the
+        population variance, computed in float64."""
+        data = features(x, "x")
+        self._set_statistics(data.mean(axis=0, dtype=np.float64).astype(np.float32),
+                             data.var(axis=0, dtype=np.float64).astype(np.float32))
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self._parameters["mean"]
+
+    @property
+    def variance(self) -> np.ndarray:
+        return self._parameters["variance"]
+
+    def parameter_shapes(self, input_dim):
+        return [("mean", (input_dim,)), ("variance", (input_dim,))]
+
+    def build(self, input_dim, parameters, gradients):
+        if self.declared_input_dim is not None and self.declared_input_dim != input_dim:
+            raise ValueError(f"input_dim: layer {self.name!r} holds statistics of {self.declared_input_dim} "
+                             f"features, but its input has {input_dim}")
+        super().build(input_dim, parameters, gradients)
+
+    def initialize(self, rng):
+        mean, variance = self._statistics if self._statistics is not None else (0.0, 1.0)
+        self.mean[...] = mean
+        self.variance[...] = variance
+
+    def allocate(self, rows, training):
+        return {"out": np.empty((rows, self.input_dim), dtype=np.float32),
+                "scale": np.empty(self.input_dim, dtype=np.float32)}
+
+    def forward(self, x, buffers, training, step, apply_activation=True):
+        # The scale is recomputed per batch (one value per feature) so that set_weights and
+        # load_weights take effect at once.
+        scale = buffers["scale"]
+        np.sqrt(self.variance, out=scale)
+        np.maximum(scale, np.float32(self.epsilon), out=scale)
+        np.reciprocal(scale, out=scale)
+        out = buffers["out"][:x.shape[0]]
+        np.subtract(x, self.mean, out=out)
+        np.multiply(out, scale, out=out)
+        return out
+
+    def backward(self, grad_output, x, buffers, grad_input, apply_activation=True):
+        if grad_input is not None:
+            np.multiply(grad_output, buffers["scale"], out=grad_input)
+
+    def get_config(self):
+        # mean and variance are weights (tensors in a model file), not settings.
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+    def __repr__(self):
+        return f"Normalization(name={self.name!r})"
+
+
+def _statistic(values: Any, name: str) -> np.ndarray:
+    """A mean or variance argument: a non-empty 1-D array of finite numbers, as float32."""
+    array = to_float32(values, name)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name}: expected one value per feature (a non-empty 1-D array), got shape {array.shape}")
+    return np.array(array)

@@ -8,6 +8,11 @@ Input rule: ``x`` is a 2-D numeric array (samples, features). A float32 array is
 any other numeric array (float64, integers) is converted once, before training, with
 ``np.asarray(x, dtype=np.float32)``. NaN, infinities and values that overflow float32 raise
 ValueError before training starts, as do targets that do not fit the loss (see losses.py).
+Objects with ``__dlpack__`` in CPU memory (PyTorch tensors, ...) are read first without a copy
+(np.from_dlpack); GPU arrays (CuPy) raise TypeError until the CUDA training backend exists.
+
+Files: save / fusedtrain.load, save_weights / load_weights and save_checkpoint / fit(resume=)
+are thin wrappers of serialization.py, which holds the file format.
 
 Randomness: everything random derives from the model's ``seed`` (weights) and fit's ``seed``
 (shuffling, dropout masks) through NumPy SeedSequences, never from global state: the same seeds
@@ -16,20 +21,19 @@ give bit-identical weights and history on the same machine."""
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tempfile
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
-from ._version import __version__
-from .callbacks import Callback, CallbackList, History, ProgressLogger
+from . import serialization
+from .callbacks import Callback, CallbackList, History, ModelCheckpoint, ProgressLogger
 from .data import BatchLoader, features, to_float32
+from .interop import host_array
 from .layers import Dense, Dropout, Layer, activate
 from .ops import _checks as check
 
@@ -68,6 +72,21 @@ class _Workspace:
         self.probabilities = np.empty((rows, units), dtype=np.float32) if probabilities else None
 
 
+class _TrainingRun:
+    """What a checkpoint records of the fit in progress (or the last one): the user's callbacks
+    in their order, the History, the shuffling generator, fit's arguments, the next epoch to
+    run, and whether an epoch is under way (no checkpoint can be taken then)."""
+
+    def __init__(self, callbacks: List[Callback], history: History, rng: np.random.Generator,
+                 arguments: Dict[str, Any], next_epoch: int):
+        self.callbacks = callbacks
+        self.history = history
+        self.rng = rng
+        self.arguments = arguments
+        self.next_epoch = next_epoch
+        self.in_epoch = False
+
+
 class Sequential:
     """A linear stack of layers.
 
@@ -95,6 +114,8 @@ class Sequential:
         self.history: Optional[History] = None
         self._fit_count = 0
         self._train_step = 0
+        # The current or last fit, as a checkpoint records it (see save_checkpoint).
+        self._run: Optional[_TrainingRun] = None
         if layers is not None:
             if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
                 raise TypeError(f"layers: expected a list of layers, got {type(layers).__name__}")
@@ -306,12 +327,13 @@ class Sequential:
     # Input checks -------------------------------------------------------------------------------
 
     def _features(self, x: Any, name: str = "x") -> np.ndarray:
-        array = features(x, name, self.input_dim)
+        array = features(host_array(x, name), name, self.input_dim)
         if not self.built:
             self.build(array.shape[1])
         return array
 
     def _targets(self, y: Any, rows: int, name: str = "y") -> np.ndarray:
+        y = host_array(y, name)
         shape = np.shape(y)
         if len(shape) == 0:
             raise ValueError(f"{name}: expected one target per sample, got a scalar")
@@ -330,8 +352,9 @@ class Sequential:
     def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32, validation_data: Any = None,
             validation_split: float = 0.0, shuffle: bool = True, callbacks: Optional[Sequence[Callback]] = None,
             verbose: int = 1, seed: Optional[int] = None, terminate_on_nan: bool = True,
-            optimizer: Any = None, loss: Any = None, metrics: Optional[Sequence[Any]] = None) -> History:
-        """Trains for ``epochs`` passes over ``x``/``y`` and returns the History.
+            optimizer: Any = None, loss: Any = None, metrics: Optional[Sequence[Any]] = None,
+            initial_epoch: int = 0, resume: Any = None) -> History:
+        """Trains until epoch ``epochs`` and returns the History.
 
         validation_split: the fraction of samples, taken from the END of x and y before any
             shuffling (as Keras), held out for validation; validation_data=(x_val, y_val) takes
@@ -342,14 +365,28 @@ class Sequential:
             update, with a RuntimeWarning naming the epoch and batch; the history keeps the
             epochs completed.
         optimizer, loss, metrics: compile with these first (any given replaces the compiled one).
+        initial_epoch: the index of the first epoch to run (Keras): training runs epochs
+            initial_epoch .. epochs - 1, so ``epochs`` is where training ends, not a number of
+            further epochs; schedules and the history count from initial_epoch.
+        resume: a checkpoint (save_checkpoint, ModelCheckpoint(save_training_state=True)) to
+            continue from: weights, optimizer state, epoch, random generator states (``seed``
+            is then not used), history and callback states are restored, so that with the same
+            data, arguments and callbacks (new objects) training ends as an uninterrupted run
+            would, bit for bit. The whole checkpoint is checked against this model first.
+            An uncompiled model is compiled from the checkpoint's settings.
         The history holds, per epoch: loss (the mean over the epoch's batches, weighted by their
-        size, regularization penalties included), the metrics, the val_* values and lr."""
+        size, regularization penalties included), the metrics, the val_* values and lr.
+        x, y and validation data may be NumPy arrays, anything np.asarray accepts, or objects
+        with __dlpack__ on the CPU (e.g. PyTorch tensors; read without a copy)."""
         if optimizer is not None or loss is not None or metrics is not None:
             self.compile(optimizer if optimizer is not None else (self.optimizer or "rmsprop"),
                          loss if loss is not None else self.loss,
                          metrics if metrics is not None else self.metrics)
-        self._require_compiled("fit")
+        checkpoint = serialization.read_checkpoint(resume) if resume is not None else None
+        if checkpoint is None:
+            self._require_compiled("fit")
         epochs = check.integer(epochs, "epochs", low=1)
+        initial_epoch = check.integer(initial_epoch, "initial_epoch", low=0)
         batch_size = check.integer(batch_size, "batch_size", low=1)
         validation_split = check.real(validation_split, "validation_split", low=0.0, high=1.0, high_open=True)
         if not isinstance(shuffle, (bool, np.bool_)):
@@ -361,12 +398,31 @@ class Sequential:
             seed = check.integer(seed, "seed", low=0)
         if callbacks is not None and not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"callbacks: expected a list of callbacks, got {type(callbacks).__name__}")
+        user_callbacks = list(callbacks or [])
+        if checkpoint is not None:
+            if initial_epoch not in (0, checkpoint.epoch):
+                raise ValueError(f"initial_epoch: the checkpoint continues at epoch {checkpoint.epoch}, got "
+                                 f"initial_epoch={initial_epoch}; leave it out when resuming")
+            initial_epoch = checkpoint.epoch
+            checkpoint.check(self, user_callbacks)
+            checkpoint.prepare(self)
+        if epochs < initial_epoch:
+            raise ValueError(f"epochs: training would end at epoch {epochs} but starts at epoch {initial_epoch}; "
+                             f"epochs is the index of the last epoch (Keras), not a number of further epochs")
 
         x_all = self._features(x)
         fold = self._fold(self.loss)
         y_all = self._targets(y, x_all.shape[0])
         x_train, y_train, x_val, y_val = self._split_validation(x_all, y_all, validation_data, validation_split)
-        loader = BatchLoader(x_train, y_train, batch_size, shuffle=bool(shuffle), rng=self._seed_run(seed))
+        arguments = {"batch_size": batch_size, "shuffle": bool(shuffle), "samples": int(x_train.shape[0]),
+                     "validation_samples": 0 if x_val is None else int(x_val.shape[0]), "epochs": epochs}
+        rng = None
+        if checkpoint is not None:
+            checkpoint.warn_on_different_arguments(arguments)
+            rng = checkpoint.restore(self)
+        if rng is None:
+            rng = self._seed_run(seed)
+        loader = BatchLoader(x_train, y_train, batch_size, shuffle=bool(shuffle), rng=rng)
         rows = min(batch_size, x_train.shape[0])
         workspace = _Workspace(self, rows, training=True, probabilities=self._needs_probabilities())
         validation_workspace = None
@@ -382,16 +438,28 @@ class Sequential:
                 self.gradients[start:stop] = 0.0
 
         history = History()
-        callback_list = CallbackList([history] + list(callbacks or []), model=self)
+        # A checkpoint written at the end of an epoch must hold the other callbacks' state for
+        # that epoch: the checkpointing callbacks run after them.
+        writes_checkpoints = [isinstance(callback, ModelCheckpoint) and callback.save_training_state
+                              for callback in user_callbacks]
+        ordered = ([callback for callback, last in zip(user_callbacks, writes_checkpoints) if not last]
+                   + [callback for callback, last in zip(user_callbacks, writes_checkpoints) if last])
+        callback_list = CallbackList([history] + ordered, model=self)
         if verbose > 0:
             callback_list.append(ProgressLogger(verbose=verbose, epochs=epochs, steps=len(loader)))
         callback_list.set_params({"epochs": epochs, "steps": len(loader), "verbose": verbose})
         self.history = history
         self.stop_training = False
+        run = self._run = _TrainingRun(user_callbacks, history, rng, arguments, initial_epoch)
         names = ["loss"] + [metric.name for metric in self.metrics]
         epoch_logs: Dict[str, float] = {}
         callback_list.on_train_begin()
-        for epoch in range(epochs):
+        if checkpoint is not None:
+            checkpoint.restore_callbacks(history, user_callbacks)
+            # A run that had stopped (early stopping) at the checkpoint runs no further epoch.
+            self.stop_training = checkpoint.stopped
+        for epoch in range(epochs if self.stop_training else initial_epoch, epochs):
+            run.in_epoch = True
             callback_list.on_epoch_begin(epoch)
             totals = [0.0] * len(names)
             seen = 0
@@ -418,6 +486,8 @@ class Sequential:
                 results = self._evaluate_arrays(x_val, y_val, validation_workspace, fold)
                 epoch_logs.update({f"val_{name}": value for name, value in results.items()})
             epoch_logs["lr"] = float(self.optimizer.learning_rate)
+            run.in_epoch = False
+            run.next_epoch = epoch + 1
             callback_list.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
                 break
@@ -430,7 +500,8 @@ class Sequential:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data: expected a tuple (x_val, y_val)")
-            x_val = features(validation_data[0], "validation_data[0]", self.input_dim)
+            x_val = features(host_array(validation_data[0], "validation_data[0]"), "validation_data[0]",
+                             self.input_dim)
             y_val = self._targets(validation_data[1], x_val.shape[0], "validation_data[1]")
             return x, y, x_val, y_val
         if validation_split == 0.0:
@@ -639,50 +710,42 @@ class Sequential:
         (i: the layer's index in model.layers). The write is atomic: a temporary file in the
         same folder, flushed and synced, then renamed over ``path``."""
         self._require_built("save_weights")
-        from safetensors.numpy import save
+        serialization.save_weights(self, path)
 
-        tensors = {f"layers.{index}.{name}": np.ascontiguousarray(value)
-                   for index, layer in enumerate(self.layers) for name, value in layer._parameters.items()}
-        data = save(tensors, metadata={"format": "fusedtrain.weights", "fusedtrain_version": __version__})
-        _write_atomically(os.fspath(path), data)
+    def load_weights(self, path: Any, num_layers: Optional[int] = None) -> None:
+        """Loads weights written by save_weights (or held in a model file or a checkpoint). The
+        file's names, shapes and dtypes (float32) must match this model exactly; on any mismatch
+        or a damaged file nothing is loaded and ValueError says why. An unbuilt model is built
+        for the file's input size.
 
-    def load_weights(self, path: Any) -> None:
-        """Loads weights written by save_weights. The file's names, shapes and dtypes (float32)
-        must match this model exactly; on any mismatch or a damaged file nothing is loaded and
-        ValueError says why. An unbuilt model is built for the file's input size."""
-        from safetensors.numpy import load
+        num_layers: load only ``model.layers[:num_layers]`` (transfer learning: a pretrained
+        body under a new head); the file's tensors of later layers are ignored and this model's
+        later layers keep their weights."""
+        serialization.load_weights(self, path, num_layers)
 
-        path = os.fspath(path)
-        with open(path, "rb") as handle:
-            data = handle.read()
-        try:
-            tensors = load(data)
-        except Exception as error:  # safetensors raises its own error type for any damage
-            raise ValueError(f"{path}: not a readable safetensors weight file ({error})") from None
-        input_dim = self.input_dim
-        if input_dim is None:
-            first = next((key for key in (f"layers.{i}.kernel" for i in range(len(self.layers))) if key in tensors), None)
-            if first is None or tensors[first].ndim != 2:
-                raise ValueError(f"{path}: holds no kernel from which to infer the model's input size")
-            input_dim = tensors[first].shape[0]
-        entries = self._parameter_entries(input_dim)
-        expected = {f"layers.{index}.{name}": shape for index, name, shape in entries}
-        missing = [key for key in expected if key not in tensors]
-        unexpected = [key for key in tensors if key not in expected]
-        if missing or unexpected:
-            raise ValueError(f"{path}: the tensors do not match this model: missing {missing or 'none'}, "
-                             f"unexpected {unexpected or 'none'}")
-        for key, shape in expected.items():
-            tensor = tensors[key]
-            if tensor.dtype != np.float32:
-                raise ValueError(f"{path}: {key} has dtype {tensor.dtype}, expected float32")
-            if tensor.shape != shape:
-                raise ValueError(f"{path}: {key} has shape {tensor.shape}, expected {shape}")
-        self.set_weights([tensors[key] for key in expected])
+    def save(self, path: Any) -> None:
+        """Writes the model to one safetensors file: the weights (as save_weights) and, in the
+        file's metadata, the architecture and compile settings as JSON, so that
+        ``fusedtrain.load(path)`` rebuilds it without code. Atomic, as save_weights. The
+        optimizer's state is not saved: save_checkpoint keeps it for resuming training."""
+        self._require_built("save")
+        serialization.save(self, path)
+
+    def save_checkpoint(self, path: Any) -> None:
+        """Writes a training checkpoint: what save writes, plus the optimizer's state and step,
+        the epoch reached, the random generator states (shuffling, dropout), the history and
+        the state of the callbacks of the current or last fit. ``fit(..., resume=path)``
+        continues from it so that the run ends exactly as an uninterrupted one. Call it outside
+        fit or at the end of an epoch: ModelCheckpoint(save_training_state=True) does, after the
+        other callbacks (a callback of your own calling it from on_epoch_end records the
+        callbacks after it in the list as they were before that epoch's end)."""
+        self._require_built("save_checkpoint")
+        self._require_compiled("save_checkpoint")
+        serialization.save_checkpoint(self, path)
 
     # Display ------------------------------------------------------------------------------------
 
-    def summary(self, print_fn=print) -> None:
+    def summary(self, print_fn: Callable[[str], Any] = print) -> None:
         """Prints a table of the layers: type, output shape, parameters, trainable."""
         rows = [("Layer (type)", "Output shape", "Params", "Trainable")]
         dim = self.input_dim
@@ -721,19 +784,3 @@ class Sequential:
 
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r}, input_dim={self.input_dim})"
-
-
-def _write_atomically(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` so that ``path`` holds either its old or its new contents."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".safetensors")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise

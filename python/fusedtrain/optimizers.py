@@ -103,8 +103,33 @@ class Optimizer:
     def _step(self, parameters: np.ndarray, gradients: np.ndarray, part: slice) -> None:
         raise NotImplementedError
 
+    def load_state(self, state: Dict[str, Any], iterations: int) -> None:
+        """Restores a state saved from ``state`` (e.g. by a checkpoint): the buffers are copied
+        in, and ``iterations`` (the step count Adam's bias correction uses) is set. The
+        optimizer must be built; the names and sizes must be those of its own state."""
+        if self.size is None:
+            raise RuntimeError("load_state: the optimizer is not built; build(size) first")
+        expected = self.state
+        if set(state) != set(expected):
+            raise ValueError(f"state: expected the buffers {sorted(expected)} of {type(self).__name__}, "
+                             f"got {sorted(state)}")
+        for name, target in expected.items():
+            value = np.asarray(state[name])
+            if value.dtype != np.float32 or value.shape != target.shape:
+                raise ValueError(f"state[{name!r}]: expected float32 of shape {target.shape}, got "
+                                 f"{value.dtype} of shape {value.shape}")
+        iterations = check.integer(iterations, "iterations", low=0)
+        for name, target in expected.items():
+            target[...] = state[name]
+        self.iterations = iterations
+
     def get_config(self) -> Dict[str, Any]:
         return {"learning_rate": self.learning_rate, "clipnorm": self.clipnorm}
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "Optimizer":
+        """A new optimizer (without state) from ``get_config()``'s dictionary."""
+        return cls(**config)
 
     def __repr__(self) -> str:
         arguments = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())

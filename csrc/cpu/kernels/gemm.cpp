@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "common/activations.h"
 #include "cpu/isa.h"
@@ -55,11 +56,13 @@ float* aligned_floats(int64_t count) {
   return static_cast<float*>(std::aligned_alloc(64, bytes));
 }
 
-PackBuffers& pack_buffers() {
+// This thread's buffers, or null when they cannot be allocated (the caller reports it once
+// outside the parallel region: an exception may not leave an OpenMP region).
+PackBuffers* pack_buffers() {
   thread_local PackBuffers buffers;
   if (!buffers.a) buffers.a = aligned_floats(MC * KC);
   if (!buffers.b) buffers.b = aligned_floats(KC * NC);
-  return buffers;
+  return buffers.a && buffers.b ? &buffers : nullptr;
 }
 
 struct Operand {
@@ -273,10 +276,13 @@ void finish_tile(float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t col0
   });
 }
 
-// The whole blocked scheme on the m x n block of C at (row0, col0), on one thread.
-void gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int64_t col0, int64_t n,
+// The whole blocked scheme on the m x n block of C at (row0, col0), on one thread. Returns
+// false, having computed nothing, when the packing buffers cannot be allocated.
+bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int64_t col0, int64_t n,
                 int64_t k, float* c, int64_t ldc, const Epilogue& e) {
-  PackBuffers& buffers = pack_buffers();
+  PackBuffers* allocated = pack_buffers();
+  if (!allocated) return false;
+  PackBuffers& buffers = *allocated;
   // A packed A block pays for itself when several B panels reuse it; for narrow C (n up to
   // two panels) the micro-kernel reads A in place instead.
   const bool pack_a_blocks = n > 2 * NR;
@@ -304,6 +310,7 @@ void gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
       }
     }
   }
+  return true;
 }
 
 // C = activation(beta * C + bias) for k == 0 (op(A) @ op(B) is all zeros).
@@ -359,13 +366,14 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   int64_t useful = static_cast<int64_t>(flops / 1048576.0);
   int threads = static_cast<int>(useful < omp_get_max_threads() ? (useful > 1 ? useful : 1) : omp_get_max_threads());
   if (threads == 1) {
-    gemm_block(op_a, op_b, 0, m, 0, n, k, c, ldc, e);
+    if (!gemm_block(op_a, op_b, 0, m, 0, n, k, c, ldc, e)) throw std::bad_alloc();
     return;
   }
   int grid_m = 1, grid_n = 1;
   choose_grid(m, n, threads, &grid_m, &grid_n);
   int64_t block_m = round_up((m + grid_m - 1) / grid_m, MR);
   int64_t block_n = round_up((n + grid_n - 1) / grid_n, NR);
+  bool out_of_memory = false;
 #pragma omp parallel num_threads(threads)
   {
     // The runtime may grant fewer threads than asked for: each thread walks the blocks.
@@ -373,9 +381,13 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
       int64_t row0 = (block / grid_n) * block_m, col0 = (block % grid_n) * block_n;
       int64_t rows = m - row0 < block_m ? m - row0 : block_m;
       int64_t cols = n - col0 < block_n ? n - col0 : block_n;
-      if (rows > 0 && cols > 0) gemm_block(op_a, op_b, row0, rows, col0, cols, k, c, ldc, e);
+      if (rows > 0 && cols > 0 && !gemm_block(op_a, op_b, row0, rows, col0, cols, k, c, ldc, e)) {
+#pragma omp atomic write
+        out_of_memory = true;
+      }
     }
   }
+  if (out_of_memory) throw std::bad_alloc();
 }
 
 }  // namespace fusedtrain::cpu::FT_ISA

@@ -16,7 +16,9 @@
 //   - softmax_cross_entropy_loss gets a label outside [0, classes);
 //   - adam_step gets step < 1; dropout gets a rate outside [0, 1) (or NaN);
 //   - set_num_threads gets threads < 1.
-// On a throw nothing has been written. What the checks cannot see is the caller's to get
+// On a throw nothing has been written. gemm throws std::bad_alloc when its per-thread packing
+// buffers (about 3 MiB per thread, allocated once) cannot be allocated; C is then unspecified.
+// What the checks cannot see is the caller's to get
 // right: that each pointer addresses as many elements as the sizes say and that outputs do not
 // overlap inputs except where a function allows it. Values are never checked: NaN and
 // infinities propagate through the arithmetic as IEEE 754 says.

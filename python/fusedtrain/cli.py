@@ -1,0 +1,888 @@
+"""The command line's work: ``fusedtrain train``, ``evaluate`` and ``predict`` on data files
+(CSV with a header row, .npz holding x and y, or .npy files) or on the bundled digits.
+``__main__`` parses the arguments and calls ``train`` / ``evaluate`` / ``predict`` here.
+
+Every mistake a user can make (a missing file, a non-numeric column, an unknown target column,
+a model file from another tool, labels the model does not know) raises UsageError with one
+line that says what is wrong; ``__main__`` prints it and exits with status 2.
+
+A model file written by ``train`` is an ordinary fusedtrain model file: its first layer is a
+Normalization layer holding the feature scaling, so ``fusedtrain.load(path).predict(x)``
+takes raw features; its metadata entry "task" (JSON) records the task, the class labels in
+the order of the model's outputs, the target's name and the feature columns."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import layers, serialization
+from .callbacks import EarlyStopping
+from .data import to_float32, train_val_test_split
+from .datasets import load_digits
+from .layers import Dense
+from .models import Sequential
+from .optimizers import SGD, Adam, AdamW, RMSprop
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+TASKS = ("auto", CLASSIFICATION, REGRESSION)
+ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "sigmoid")
+OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop}
+# The metadata entry of a model file that holds what the command line knows about the task.
+TASK_METADATA_KEY = "task"
+# --task auto takes integer targets with at most this many distinct values for class labels.
+MAX_INFERRED_CLASSES = 20
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+DIGITS = "the bundled digits (UCI optical recognition of handwritten digits)"
+
+
+class UsageError(Exception):
+    """A mistake the user can fix; the message is one line."""
+
+
+# Reading data -------------------------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    """Features and (raw) targets read from one source.
+
+    x: float32 (samples, features). y: the targets as read: float64 numbers, or strings (a
+    NumPy unicode array) for class labels; None when the source has none. ``lines`` maps each
+    sample to its line in a CSV file (None for arrays), for messages."""
+
+    x: np.ndarray
+    y: Optional[np.ndarray]
+    source: str
+    feature_names: Optional[List[str]] = None
+    target_name: Optional[str] = None
+    lines: Optional[List[int]] = None
+
+    def where(self, index: int) -> str:
+        """Sample ``index`` as a message names it: "row 3 (line 4)" or "index 3"."""
+        if self.lines is None:
+            return f"index {index}"
+        return f"row {index + 1} (line {self.lines[index]})"
+
+
+def _suffix(path: str) -> str:
+    return os.path.splitext(path)[1].lower()
+
+
+def _check_readable(path: str) -> None:
+    if not os.path.exists(path):
+        raise UsageError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: is a folder, not a file")
+
+
+def read_dataset(paths: Sequence[str], *, target: Optional[str] = None, target_required: bool = True,
+                 feature_names: Optional[List[str]] = None, default_target: Optional[str] = None) -> Dataset:
+    """Reads DATA as the command line names it: nothing (the bundled digits), one .csv or .npz
+    file, one .npy file of features, or two .npy files (features, then targets).
+
+    CSV: ``target`` names the target column; without it ``default_target`` (when the file has
+    that column) or, when a target is required, the last column. ``feature_names`` (a model's
+    columns) selects the features by name; otherwise every other column is a feature."""
+    paths = list(paths)
+    if len(paths) > 2:
+        raise UsageError(f"expected one data file (.csv or .npz) or two .npy files (features, targets), got "
+                         f"{len(paths)} paths")
+    if not paths:
+        if target is not None:
+            raise UsageError("--target names a column of a CSV file; without DATA the bundled digits are used")
+        x, y = load_digits()
+        return Dataset(x, y.astype(np.float64), DIGITS)
+    for path in paths:
+        _check_readable(path)
+    suffixes = [_suffix(path) for path in paths]
+    if target is not None and suffixes[0] != ".csv":
+        raise UsageError(f"--target names a column of a CSV file; {paths[0]} is not one (.npz files hold x and "
+                         f"y, .npy files one array each)")
+    if len(paths) == 2:
+        if suffixes != [".npy", ".npy"]:
+            raise UsageError(f"two data files must be .npy files (features, then targets), got "
+                             f"{paths[0]} and {paths[1]}")
+        x = _features_array(_load_npy(paths[0]), paths[0])
+        return Dataset(x, _targets_array(_load_npy(paths[1]), paths[1], x.shape[0]),
+                       f"{paths[0]} + {paths[1]}")
+    path, suffix = paths[0], suffixes[0]
+    if suffix == ".csv":
+        return _read_csv_dataset(path, target, target_required, feature_names, default_target)
+    if suffix == ".npz":
+        return _read_npz(path, target_required)
+    if suffix == ".npy":
+        if target_required:
+            raise UsageError(f"{path}: a .npy file holds one array; give the features and the targets as two "
+                             f"files (x.npy y.npy) or one .npz file holding x and y")
+        return Dataset(_features_array(_load_npy(path), path), None, path)
+    raise UsageError(f"{path}: unsupported data file; expected .csv (with a header row), .npz (holding x and y) "
+                     f"or .npy")
+
+
+def _load_npy(path: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise UsageError(f"{path}: holds Python objects (a pickled array); save numbers or strings") from None
+        raise UsageError(f"{path}: not a readable .npy file ({error})") from None
+    except (OSError, EOFError) as error:
+        raise UsageError(f"{path}: not a readable .npy file ({error})") from None
+
+
+def _read_npz(path: str, target_required: bool) -> Dataset:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise UsageError(f"{path}: not a readable .npz file ({error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise UsageError(f"{path}: not an .npz archive (np.savez); a single array belongs in a .npy file")
+    with archive:
+        keys = list(archive.files)
+        needed = ["x", "y"] if target_required else ["x"]
+        missing = [key for key in needed if key not in keys]
+        if missing:
+            raise UsageError(f"{path}: expected arrays named {' and '.join(needed)} (np.savez(path, x=..., y=...)), "
+                             f"found {', '.join(keys) or 'none'}")
+        try:
+            x = archive["x"]
+            y = archive["y"] if "y" in keys else None
+        except ValueError as error:
+            if "allow_pickle" in str(error):
+                raise UsageError(f"{path}: holds Python objects (pickled arrays); save numbers or strings") from None
+            raise UsageError(f"{path}: not a readable .npz file ({error})") from None
+    x = _features_array(x, f"{path}: x")
+    return Dataset(x, None if y is None else _targets_array(y, f"{path}: y", x.shape[0]), path)
+
+
+def _features_array(values: np.ndarray, name: str) -> np.ndarray:
+    if values.dtype.kind not in "biuf":
+        raise UsageError(f"{name}: features must be numbers, got an array of dtype {values.dtype}")
+    if values.ndim != 2:
+        raise UsageError(f"{name}: expected a 2-D array (samples, features), got shape {values.shape}")
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise UsageError(f"{name}: empty data (shape {values.shape})")
+    try:
+        return np.ascontiguousarray(to_float32(values, name))
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _targets_array(values: np.ndarray, name: str, samples: int) -> np.ndarray:
+    if values.ndim == 0 or values.ndim > 2:
+        raise UsageError(f"{name}: expected one target per sample (1-D, or 2-D for several regression "
+                         f"outputs), got shape {values.shape}")
+    if values.shape[0] != samples:
+        raise UsageError(f"{name}: {values.shape[0]} targets for {samples} samples; both need one entry per "
+                         f"sample")
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.dtype.kind in "US":
+        if values.ndim != 1:
+            raise UsageError(f"{name}: class labels must be one per sample (1-D), got shape {values.shape}")
+        return np.char.strip(values.astype(str))
+    if values.dtype.kind not in "biuf":
+        raise UsageError(f"{name}: targets must be numbers or strings, got an array of dtype {values.dtype}")
+    targets = values.astype(np.float64)
+    finite = np.isfinite(targets)
+    if not finite.all():
+        index = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise UsageError(f"{name}: the target at index {index[0]} is {targets[index]}; remove or fill missing "
+                         f"targets")
+    return targets
+
+
+def _read_csv(path: str) -> Tuple[List[str], List[List[str]], List[int]]:
+    """The header, the data rows (blank lines skipped) and each row's line number."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = None
+            rows, lines = [], []
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue
+                if header is None:
+                    header = [cell.strip() for cell in row]
+                    continue
+                if len(row) != len(header):
+                    raise UsageError(f"{path}, line {reader.line_num}: {len(row)} fields, but the header has "
+                                     f"{len(header)}")
+                rows.append(row)
+                lines.append(reader.line_num)
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a text file in UTF-8 (is it a CSV file?)") from None
+    except csv.Error as error:
+        raise UsageError(f"{path}: not a readable CSV file ({error})") from None
+    except OSError as error:
+        raise UsageError(f"{path}: cannot be read ({error.strerror})") from None
+    if header is None:
+        raise UsageError(f"{path}: the file is empty; expected a header row and data rows")
+    if not rows:
+        raise UsageError(f"{path}: no data rows below the header")
+    for index, name in enumerate(header):
+        if not name:
+            raise UsageError(f"{path}: column {index + 1} of the header has no name")
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise UsageError(f"{path}: the header names the column {duplicates[0]!r} more than once")
+    return header, rows, lines
+
+
+def _columns(names: Sequence[str]) -> str:
+    shown = ", ".join(repr(name) for name in names[:12])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+
+
+def _read_csv_dataset(path: str, target: Optional[str], target_required: bool,
+                      feature_names: Optional[List[str]], default_target: Optional[str]) -> Dataset:
+    header, rows, lines = _read_csv(path)
+    if target is not None and target not in header:
+        raise UsageError(f"{path}: no column named {target!r} (--target); the columns are {_columns(header)}")
+    if target is None and default_target is not None and default_target in header:
+        target = default_target
+    if target is None and target_required:
+        target = header[-1]
+    if feature_names is not None:
+        missing = [name for name in feature_names if name not in header]
+        if missing:
+            raise UsageError(f"{path}: no column named {missing[0]!r}; the model was trained on the columns "
+                             f"{_columns(feature_names)}")
+        extra = [name for name in header if name not in feature_names and name != target]
+        if extra:
+            raise UsageError(f"{path}: the column {extra[0]!r} is not one of the model's features "
+                             f"({_columns(feature_names)}); remove it")
+        names = list(feature_names)
+    else:
+        names = [name for name in header if name != target]
+    if not names:
+        raise UsageError(f"{path}: no feature columns besides the target {target!r} (fusedtrain reads "
+                         f"comma-separated files)")
+    cells = list(zip(*rows))
+    position = {name: index for index, name in enumerate(header)}
+    x = np.empty((len(rows), len(names)), dtype=np.float32)
+    for column, name in enumerate(names):
+        x[:, column] = _numeric_column(cells[position[name]], name, lines, path)
+    y = None
+    if target is not None:
+        y = _label_column(cells[position[target]], target, lines, path)
+    return Dataset(x, y, path, feature_names=names, target_name=target, lines=lines)
+
+
+def _numeric_column(cells: Sequence[str], name: str, lines: List[int], path: str) -> np.ndarray:
+    """A CSV column as float64, every value a finite number within float32's range."""
+    stripped = [cell.strip() for cell in cells]
+    try:
+        values = np.array(stripped, dtype=np.float64)
+    except ValueError:
+        for row, cell in enumerate(stripped):
+            try:
+                float(cell)
+            except ValueError:
+                shown = "an empty value" if not cell else repr(cell)
+                raise UsageError(f"{path}: column {name!r} is not numeric: row {row + 1} (line {lines[row]}) "
+                                 f"holds {shown}; features must be numbers") from None
+        raise
+    bad = ~np.isfinite(values) | (np.abs(values) > FLOAT32_MAX)
+    if bad.any():
+        row = int(np.argmax(bad))
+        reason = ("is too large for float32" if np.isfinite(values[row])
+                  else "is not a finite number (fill or drop missing values)")
+        raise UsageError(f"{path}: column {name!r}, row {row + 1} (line {lines[row]}): {stripped[row]!r} {reason}")
+    return values
+
+
+def _label_column(cells: Sequence[str], name: str, lines: List[int], path: str) -> np.ndarray:
+    """A target column: float64 when every value is a number, strings (class labels) otherwise.
+    Empty values are refused either way."""
+    stripped = [cell.strip() for cell in cells]
+    for row, cell in enumerate(stripped):
+        if not cell:
+            raise UsageError(f"{path}: the target column {name!r} is empty at row {row + 1} (line {lines[row]}); "
+                             f"fill or drop rows without a target")
+    try:
+        values = np.array(stripped, dtype=np.float64)
+    except ValueError:
+        return np.array(stripped, dtype=str)
+    if not np.isfinite(values).all():
+        row = int(np.argmax(~np.isfinite(values)))
+        raise UsageError(f"{path}: the target column {name!r} holds {stripped[row]!r} at row {row + 1} "
+                         f"(line {lines[row]}); fill or drop rows without a target")
+    return values
+
+
+# Targets ----------------------------------------------------------------------------------------
+
+def _is_text(y: np.ndarray) -> bool:
+    return y.dtype.kind == "U"
+
+
+def infer_task(y: np.ndarray) -> str:
+    """--task auto: class labels for strings and for integers with few distinct values."""
+    if _is_text(y):
+        return CLASSIFICATION
+    if y.ndim == 2:
+        return REGRESSION
+    if np.array_equal(y, np.round(y)) and np.unique(y).size <= MAX_INFERRED_CLASSES:
+        return CLASSIFICATION
+    return REGRESSION
+
+
+def _plain(value: Any) -> Any:
+    """A class label as JSON holds it: an int for integral numbers, else a float or a string."""
+    if isinstance(value, str):
+        return value
+    number = float(value)
+    return int(number) if number.is_integer() else number
+
+
+def encode_classes(dataset: Dataset) -> Tuple[np.ndarray, List[Any]]:
+    """(class index per sample, the sorted distinct labels)."""
+    y = dataset.y
+    if y.ndim != 1:
+        raise UsageError(f"{dataset.source}: classification needs one label per sample, got targets of shape "
+                         f"{y.shape}; use --task regression for several outputs")
+    classes, indices = np.unique(y, return_inverse=True)
+    labels = [_plain(label) for label in classes.tolist()]
+    if len(labels) < 2:
+        raise UsageError(f"{dataset.source}: the target holds a single class ({labels[0]!r}); classification "
+                         f"needs at least two")
+    return indices.astype(np.int64), labels
+
+
+def map_classes(dataset: Dataset, classes: List[Any]) -> np.ndarray:
+    """The class index of each label in ``dataset`` for a model trained on ``classes``; a label
+    the model does not know is a UsageError."""
+    y = dataset.y
+    if y.ndim != 1:
+        raise UsageError(f"{dataset.source}: expected one class label per sample, got targets of shape {y.shape}")
+    if any(isinstance(label, str) for label in classes):
+        lookup = {str(label): index for index, label in enumerate(classes)}
+        keys = y.tolist() if _is_text(y) else [str(_plain(value)) for value in y.tolist()]
+    else:
+        lookup = {float(label): index for index, label in enumerate(classes)}
+        keys = [_number_or_none(value) for value in y.tolist()] if _is_text(y) else y.tolist()
+    indices = np.empty(len(keys), dtype=np.int64)
+    for row, key in enumerate(keys):
+        index = lookup.get(key)
+        if index is None:
+            label = y.tolist()[row]
+            distinct = len(set(y.tolist()))
+            raise UsageError(f"{dataset.source}: the label {_plain(label)!r} at {dataset.where(row)} is not one of "
+                             f"the model's {len(classes)} classes ({_labels(classes)}); the data holds {distinct} "
+                             f"distinct labels")
+        indices[row] = index
+    return indices
+
+
+def _number_or_none(text: str) -> Optional[float]:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _labels(classes: Sequence[Any]) -> str:
+    shown = ", ".join(str(label) for label in classes[:10])
+    return shown + (", ..." if len(classes) > 10 else "")
+
+
+def regression_targets(dataset: Dataset) -> np.ndarray:
+    y = dataset.y
+    if _is_text(y):
+        row = next(index for index, value in enumerate(y.tolist()) if _number_or_none(value) is None)
+        name = f"column {dataset.target_name!r}" if dataset.target_name else "the targets"
+        raise UsageError(f"{dataset.source}: regression needs numeric targets, but {name} holds {y[row]!r} at "
+                         f"{dataset.where(row)}; use --task classification for class labels")
+    return y.reshape(len(y), -1).astype(np.float32)
+
+
+# Model files ------------------------------------------------------------------------------------
+
+@dataclass
+class TaskInfo:
+    """What the command line records about a model's task in the model file."""
+
+    task: str
+    classes: Optional[List[Any]] = None
+    target: Optional[str] = None
+    features: Optional[List[str]] = None
+    data: Optional[str] = None
+
+    def to_json(self) -> str:
+        return json.dumps({"task": self.task, "classes": self.classes, "target": self.target,
+                           "features": self.features, "data": self.data})
+
+
+def load_model(path: str) -> Tuple[Sequential, TaskInfo]:
+    """The model in ``path`` and its task: from the file's "task" metadata when the command line
+    wrote it, otherwise from the loss it was compiled with."""
+    _check_readable(path)
+    try:
+        stored = serialization.read(path)
+        model = serialization.load(path)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(f"{path}: cannot be read ({error.strerror})") from None
+    info = _task_info(stored.metadata.get(TASK_METADATA_KEY), model, path)
+    return model, info
+
+
+def _task_info(text: Optional[str], model: Sequential, path: str) -> TaskInfo:
+    outputs = model.output_dim
+    if text is None:
+        if not model.compiled:
+            raise UsageError(f"{path}: the model file records no loss, so whether it is a classifier is unknown; "
+                             f"save it from a compiled model")
+        task = model.loss.task
+        if task == "multiclass":
+            return TaskInfo(CLASSIFICATION, classes=list(range(outputs)))
+        if task == "binary":
+            if outputs != 1:
+                raise UsageError(f"{path}: a multi-label model ({outputs} sigmoid outputs); the command line "
+                                 f"handles single-label classifiers and regressors, use the Python API")
+            return TaskInfo(CLASSIFICATION, classes=[0, 1])
+        return TaskInfo(REGRESSION)
+    try:
+        entry = json.loads(text)
+    except json.JSONDecodeError:
+        raise UsageError(f"{path}: the {TASK_METADATA_KEY!r} metadata is not valid JSON; the file is damaged") from None
+    if not isinstance(entry, dict) or entry.get("task") not in (CLASSIFICATION, REGRESSION):
+        raise UsageError(f"{path}: the {TASK_METADATA_KEY!r} metadata names no task; the file is damaged")
+    info = TaskInfo(entry["task"], classes=entry.get("classes"), target=entry.get("target"),
+                    features=entry.get("features"), data=entry.get("data"))
+    if info.task == CLASSIFICATION:
+        if not model.compiled or model.loss.task != "multiclass":
+            raise UsageError(f"{path}: the file says classification but the model is not compiled with "
+                             f"sparse_categorical_crossentropy; the file is damaged")
+        if not isinstance(info.classes, list) or len(info.classes) != outputs:
+            count = len(info.classes) if isinstance(info.classes, list) else 0
+            raise UsageError(f"{path}: the model has {outputs} outputs but its file lists {count} class labels")
+    if info.features is not None and (not isinstance(info.features, list) or len(info.features) != model.input_dim):
+        raise UsageError(f"{path}: the model takes {model.input_dim} features but its file names "
+                         f"{len(info.features) if isinstance(info.features, list) else 0} feature columns")
+    return info
+
+
+def _model_data(paths: Sequence[str], info: TaskInfo, model: Sequential, target: Optional[str],
+                target_required: bool) -> Dataset:
+    dataset = read_dataset(paths, target=target, target_required=target_required, feature_names=info.features,
+                           default_target=info.target)
+    if dataset.x.shape[1] != model.input_dim:
+        raise UsageError(f"{dataset.source}: {dataset.x.shape[1]} feature columns, but the model takes "
+                         f"{model.input_dim}")
+    return dataset
+
+
+# Training ---------------------------------------------------------------------------------------
+
+def parse_layers(text: str) -> List[int]:
+    """--layers: "128,64" -> [128, 64]; an empty string means no hidden layer."""
+    if not text.strip():
+        return []
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise ValueError(f"expected comma-separated positive integers such as 128,64, got {text!r}")
+        sizes.append(int(part))
+    return sizes
+
+
+def _check_settings(args) -> None:
+    if args.epochs < 1:
+        raise UsageError(f"--epochs: expected at least 1, got {args.epochs}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size: expected at least 1, got {args.batch_size}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr: expected a positive number, got {args.lr}")
+    if args.patience < 0:
+        raise UsageError(f"--patience: expected 0 (no early stopping) or more, got {args.patience}")
+    if args.seed < 0:
+        raise UsageError(f"--seed: expected an integer >= 0, got {args.seed}")
+    for name, value in (("--val-split", args.val_split), ("--test-split", args.test_split)):
+        if not (0.0 <= value < 1.0):
+            raise UsageError(f"{name}: expected a fraction in [0, 1), got {value}")
+    if args.val_split + args.test_split >= 1.0:
+        raise UsageError(f"--val-split + --test-split: {args.val_split} + {args.test_split} leaves no training data")
+    for option, path in (("--out", args.out), ("--history", args.history)):
+        if path is not None:
+            _check_writable(option, path)
+
+
+def _check_writable(option: str, path: str) -> None:
+    """Fails before training, not after it, when ``path`` cannot be written: a folder in its
+    place, or no write permission where its missing folders would be created."""
+    if os.path.isdir(path):
+        raise UsageError(f"{option}: {path} is a folder; name a file in it")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise UsageError(f"{option}: {folder} is a file, so {path} cannot be created")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{option}: the folder {folder} is not writable")
+
+
+def _write_file(option: str, path: str, data: bytes) -> None:
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        serialization.write_atomically(path, data)
+    except OSError as error:
+        raise UsageError(f"{option}: cannot write {path} ({error.strerror or error})") from None
+
+
+def _split(x: np.ndarray, y: np.ndarray, args, stratify: bool):
+    train_fraction = 1.0 - args.val_split - args.test_split
+    parts = train_val_test_split(x, y, (train_fraction, args.val_split, args.test_split),
+                                 stratify=y if stratify else None, seed=args.seed)
+    for (part_x, _), name, fraction in zip(parts, ("training", "validation", "test"),
+                                           (train_fraction, args.val_split, args.test_split)):
+        if fraction > 0 and part_x.shape[0] == 0:
+            option = {"validation": " or --val-split 0", "test": " or --test-split 0"}.get(name, "")
+            raise UsageError(f"{x.shape[0]} samples leave no {name} sample at that split; use more data{option}")
+    return parts
+
+
+def _scaler(x_train: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The mean and variance of each feature over the training part. A constant feature keeps
+    variance 1 (it is only centred), as scikit-learn's StandardScaler does, so that a different
+    value at prediction time is not divided by ~0."""
+    mean = x_train.mean(axis=0, dtype=np.float64)
+    variance = x_train.var(axis=0, dtype=np.float64)
+    variance[variance <= 1e-12 * np.maximum(1.0, mean * mean)] = 1.0
+    return mean.astype(np.float32), variance.astype(np.float32)
+
+
+def _initializer(activation: str) -> str:
+    # He initialisation suits the rectifiers, Glorot the saturating activations.
+    return "glorot_uniform" if activation in ("tanh", "sigmoid") else "he_normal"
+
+
+def build_model(features: int, outputs: int, args, mean: np.ndarray, variance: np.ndarray) -> Sequential:
+    stack = [layers.Normalization(mean=mean, variance=variance)]
+    stack += [Dense(units, activation=args.activation, kernel_initializer=_initializer(args.activation))
+               for units in args.layers]
+    stack.append(Dense(outputs))
+    try:
+        model = Sequential(stack, input_dim=features, device=args.device, seed=args.seed)
+    except NotImplementedError:
+        raise UsageError(f"--device {args.device}: training on the GPU is not available yet; use --device cpu "
+                         f"or auto") from None
+    model.build()
+    return model
+
+
+def _describe_model(model: Sequential, task: str) -> str:
+    parts = [f"{model.input_dim} features", "normalization"]
+    for layer in model.layers[1:-1]:
+        parts.append(f"{layer.units} {layer.activation}")
+    last = model.layers[-1].units
+    parts.append(f"{last} {'classes (softmax)' if task == CLASSIFICATION else 'outputs'}")
+    trainable = sum(layer.count_params() for layer in model.layers if layer.trainable)
+    return " -> ".join(parts) + f"  ({trainable:,} trainable parameters)"
+
+
+def _fold_target_scale(model: Sequential, mean: np.ndarray, scale: np.ndarray) -> None:
+    """Makes the last Dense layer output targets in their own units: training saw
+    (y - mean) / scale, so kernel * scale and bias * scale + mean give y exactly."""
+    last = model.layers[-1]
+    last.kernel[...] *= scale.astype(np.float32)
+    last.bias[...] = last.bias * scale.astype(np.float32) + mean.astype(np.float32)
+
+
+def _fit(model: Sequential, x_train, y_train, validation, args, callbacks):
+    """fit, with a divergence (NaN/Inf loss) returned as its message instead of a warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                            validation_data=validation, callbacks=callbacks, verbose=args.verbose, seed=args.seed)
+    divergence = None
+    for warning in caught:
+        if issubclass(warning.category, RuntimeWarning) and "not finite" in str(warning.message):
+            divergence = str(warning.message)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    return history, divergence
+
+
+def _r2(predictions: np.ndarray, targets: np.ndarray) -> Optional[float]:
+    """The coefficient of determination averaged over the outputs (scikit-learn's r2_score);
+    None for fewer than two samples. A constant target scores 1 when predicted exactly, else 0."""
+    if targets.shape[0] < 2:
+        return None
+    predictions = predictions.astype(np.float64).reshape(targets.shape[0], -1)
+    targets = targets.astype(np.float64).reshape(targets.shape[0], -1)
+    residual = ((targets - predictions) ** 2).sum(axis=0)
+    total = ((targets - targets.mean(axis=0)) ** 2).sum(axis=0)
+    scores = np.where(total > 0, 1.0 - residual / np.where(total > 0, total, 1.0),
+                      np.where(residual == 0, 1.0, 0.0))
+    return float(scores.mean())
+
+
+def class_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """(samples, classes) probabilities from predict's outputs: softmax outputs as they are,
+    one sigmoid output p as the two columns 1 - p and p."""
+    if outputs.shape[1] == 1:
+        return np.hstack([1.0 - outputs, outputs])
+    return outputs
+
+
+def _scores(model: Sequential, x: np.ndarray, y: np.ndarray, task: str) -> Dict[str, Any]:
+    """The loss (as the model computes it) and accuracy, or MAE and R^2, from its predictions
+    (a model saved from Python need not have been compiled with these metrics)."""
+    scores: Dict[str, Any] = {"loss": float(model.evaluate(x, y)["loss"])}
+    outputs = model.predict(x)
+    if task == CLASSIFICATION:
+        scores["accuracy"] = float(np.mean(np.argmax(class_probabilities(outputs), axis=1) == y))
+    else:
+        scores["mae"] = float(np.mean(np.abs(outputs.astype(np.float64) - y)))
+        scores["r2"] = _r2(outputs, y)
+    scores["samples"] = int(x.shape[0])
+    return scores
+
+
+def _format_table(rows: Dict[str, Dict[str, Any]]) -> List[str]:
+    """An aligned table: one row per split, one column per score."""
+    columns = []
+    for scores in rows.values():
+        columns += [name for name in scores if name not in columns]
+    titles = {"loss": "loss", "accuracy": "accuracy", "mae": "mae", "r2": "R^2", "samples": "samples"}
+    table = [[""] + [titles.get(name, name) for name in columns]]
+    for label, scores in rows.items():
+        cells = [label]
+        for name in columns:
+            value = scores.get(name)
+            if value is None:
+                cells.append("-")
+            elif name == "samples":
+                cells.append(str(value))
+            else:
+                cells.append(f"{value:.4f}")
+        table.append(cells)
+    widths = [max(len(row[index]) for row in table) for index in range(len(table[0]))]
+    return ["  ".join(cell.ljust(widths[0]) if index == 0 else cell.rjust(widths[index])
+                      for index, cell in enumerate(row)) for row in table]
+
+
+def _facts(pairs: Sequence[Tuple[str, str]]) -> List[str]:
+    width = max(len(name) for name, _ in pairs)
+    return [f"{name.ljust(width)}  {value}" for name, value in pairs]
+
+
+def _device_text(model: Sequential) -> str:
+    from . import _C
+    from ._threads import get_num_threads
+
+    return f"{model.device} ({_C.simd_path()}, {get_num_threads()} threads)"
+
+
+def _write_plot(path: str, history: Dict[str, List[float]], metric: str, best_epoch: Optional[int],
+                title: str) -> Optional[str]:
+    """Writes the loss and metric curves as a PNG; returns why not when matplotlib is missing."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return "matplotlib is not installed (pip install matplotlib)"
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for axes, name in zip(figure.subplots(1, 2), ("loss", metric)):
+        axes.plot(epochs, history[name], label="train")
+        if f"val_{name}" in history:
+            axes.plot(epochs, history[f"val_{name}"], label="validation")
+        if best_epoch is not None:
+            axes.axvline(best_epoch + 1, color="grey", linestyle="--", linewidth=1, label="best epoch")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(name)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.suptitle(title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    _write_file("plot", path, buffer.getvalue())
+    return None
+
+
+def _save_model(model: Sequential, path: str, info: TaskInfo) -> None:
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        serialization.save(model, path, metadata={TASK_METADATA_KEY: info.to_json()})
+    except OSError as error:
+        raise UsageError(f"--out: cannot write {path} ({error.strerror or error})") from None
+
+
+def _targets_for(dataset: Dataset, task: str) -> Tuple[np.ndarray, Optional[List[Any]]]:
+    """(targets as the loss takes them, the class labels or None for regression)."""
+    if task == CLASSIFICATION:
+        return encode_classes(dataset)
+    return regression_targets(dataset), None
+
+
+def _announce(dataset: Dataset, args, task: str, classes, model: Sequential, sizes, monitor: Optional[str]) -> None:
+    """The lines printed before training: what is trained, on what, how."""
+    source = dataset.source if dataset.target_name is None else f"{dataset.source}, target {dataset.target_name!r}"
+    if task == CLASSIFICATION:
+        task_text = f"classification, {len(classes)} classes: {_labels(classes)}"
+    else:
+        outputs = model.output_dim
+        task_text = f"regression, {outputs} output{'s' if outputs > 1 else ''}"
+    if args.task == "auto":
+        task_text += "  (inferred; --task sets it)"
+    split = f"{sizes[0]} train / {sizes[1]} validation / {sizes[2]} test (seed {args.seed}"
+    split += ", stratified)" if task == CLASSIFICATION else ")"
+    training = f"{args.optimizer} lr {args.lr:g}, batch {args.batch_size}, up to {args.epochs} epochs"
+    if monitor is not None:
+        training += f", early stopping on {monitor} (patience {args.patience})"
+    print("\n".join(_facts([("data", f"{source}: {dataset.x.shape[0]} samples, {dataset.x.shape[1]} features"),
+                            ("task", task_text), ("split", split), ("model", _describe_model(model, task)),
+                            ("training", training)])), flush=True)
+
+
+def train(args) -> int:
+    """fusedtrain train: read, split, standardise, fit with early stopping, report, save."""
+    _check_settings(args)
+    dataset = read_dataset(args.data, target=args.target)
+    task = infer_task(dataset.y) if args.task == "auto" else args.task
+    y, classes = _targets_for(dataset, task)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = _split(dataset.x, y, args, task == CLASSIFICATION)
+    mean, variance = _scaler(x_train)
+    model = build_model(dataset.x.shape[1], len(classes) if classes else y.shape[1], args, mean, variance)
+    target_mean = target_scale = None
+    fit_train, fit_val = y_train, y_val
+    if task == REGRESSION:
+        # Training on standardised targets keeps the default learning rate sensible whatever
+        # the targets' units; the scale is folded into the last layer afterwards.
+        target_mean = y_train.mean(axis=0, dtype=np.float64)
+        target_scale = y_train.std(axis=0, dtype=np.float64)
+        target_scale[target_scale == 0] = 1.0
+        fit_train, fit_val = [((values - target_mean) / target_scale).astype(np.float32)
+                              for values in (y_train, y_val)]
+    metric = "accuracy" if task == CLASSIFICATION else "mae"
+    model.compile(optimizer=OPTIMIZERS[args.optimizer](learning_rate=args.lr),
+                  loss="sparse_categorical_crossentropy" if task == CLASSIFICATION else "mse", metrics=[metric])
+    has_validation = x_val.shape[0] > 0
+    monitor = "val_loss" if has_validation else "loss"
+    stopper = (EarlyStopping(monitor=monitor, patience=args.patience, restore_best_weights=True)
+               if args.patience > 0 else None)
+    _announce(dataset, args, task, classes, model, (x_train.shape[0], x_val.shape[0], x_test.shape[0]),
+              monitor if stopper else None)
+
+    started = time.perf_counter()
+    history, divergence = _fit(model, x_train, fit_train, (x_val, fit_val) if has_validation else None, args,
+                               [stopper] if stopper else [])
+    seconds = time.perf_counter() - started
+    epochs_run = len(history.epoch)
+    best_epoch = stopper.best_epoch if stopper is not None else None
+    # After a divergence, the best epoch's weights are trustworthy only if a validation loss
+    # measured them (a training loss is averaged over the epoch's updates, the last one included).
+    if divergence is not None and (best_epoch is None or not has_validation):
+        raise UsageError(f"training diverged: {divergence.split(';')[0]}; try a smaller --lr")
+    if task == REGRESSION:
+        _fold_target_scale(model, target_mean, target_scale)
+
+    report = {"train": _scores(model, x_train, y_train, task)}
+    if has_validation:
+        report["validation"] = _scores(model, x_val, y_val, task)
+    if x_test.shape[0]:
+        report["test"] = _scores(model, x_test, y_test, task)
+    _save_model(model, args.out, TaskInfo(task, classes=classes, target=dataset.target_name,
+                                          features=dataset.feature_names, data=dataset.source))
+    history_path = args.history or os.path.join(os.path.dirname(args.out), "history.json")
+    stopped_early = bool(stopper is not None and divergence is None and epochs_run < args.epochs)
+    record = {"history": history.history, "epochs_run": epochs_run,
+              "best_epoch": None if best_epoch is None else best_epoch + 1, "stopped_early": stopped_early,
+              "diverged": divergence, "seconds": seconds, "device": model.device, "task": task,
+              "classes": classes, "report": report, "settings": {key: value for key, value in vars(args).items()
+                                                                 if key != "command"}}
+    if task == REGRESSION:
+        record["target_scaling"] = {"mean": target_mean.tolist(), "scale": target_scale.tolist(),
+                                    "note": "the history's loss and mae are on standardised targets, the "
+                                            "report's in the targets' units"}
+    _write_file("--history", history_path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+    plot_path = os.path.splitext(args.out)[0] + ".png"
+    skipped = "--no-plot" if args.no_plot else _write_plot(plot_path, history.history, metric, best_epoch,
+                                                           f"fusedtrain: {os.path.basename(args.out)}")
+
+    epochs_text = f"{epochs_run} of {args.epochs}"
+    if stopped_early:
+        epochs_text += f", stopped early (no better {monitor} in {args.patience} epochs)"
+    elif divergence is not None:
+        epochs_text += f", stopped: {divergence.split(';')[0]}"
+    if best_epoch is not None:
+        epochs_text += f"; the best epoch, {best_epoch + 1}, gave the weights kept"
+    print()
+    print("\n".join(_format_table(report)))
+    print()
+    print("\n".join(_facts([("epochs", epochs_text), ("time", f"{seconds:.2f} s"),
+                            ("device", _device_text(model)), ("model", args.out), ("history", history_path),
+                            ("plot", plot_path if skipped is None else f"skipped: {skipped}")])))
+    return 0
+
+
+# Evaluate and predict ---------------------------------------------------------------------------
+
+def evaluate(args) -> int:
+    """fusedtrain evaluate MODEL [DATA]: the loss and accuracy (or MAE and R^2) on DATA."""
+    model, info = load_model(args.model)
+    dataset = _model_data(args.data, info, model, args.target, target_required=True)
+    if dataset.y is None:
+        raise UsageError(f"{dataset.source}: holds no targets to evaluate against")
+    if info.task == CLASSIFICATION:
+        y = map_classes(dataset, info.classes)
+    else:
+        y = regression_targets(dataset)
+        if y.shape[1] != model.output_dim:
+            raise UsageError(f"{dataset.source}: {y.shape[1]} target columns, but the model has "
+                             f"{model.output_dim} outputs")
+    scores = _scores(model, dataset.x, y, info.task)
+    label = os.path.basename(args.data[0]) if args.data else "digits"
+    print("\n".join(_format_table({label: scores})))
+    return 0
+
+
+def _format_number(value: float) -> str:
+    return f"{value:.7g}"
+
+
+def predict(args) -> int:
+    """fusedtrain predict MODEL [DATA] --out predictions.csv: one row per sample; for a
+    classifier the predicted label (as in the training data) and each class' probability."""
+    if args.out != "-":
+        _check_writable("--out", args.out)
+    model, info = load_model(args.model)
+    dataset = _model_data(args.data, info, model, None, target_required=False)
+    if info.task == CLASSIFICATION and dataset.y is not None:
+        # Labels beside the features: a label the model does not know means the wrong model or data.
+        map_classes(dataset, info.classes)
+    outputs = model.predict(dataset.x)
+    name = info.target or "prediction"
+    lines = io.StringIO()
+    writer = csv.writer(lines, lineterminator="\n")
+    if info.task == CLASSIFICATION:
+        writer.writerow([name] + [f"probability_{label}" for label in info.classes])
+        probabilities = class_probabilities(outputs)
+        predicted = np.argmax(probabilities, axis=1)
+        for index, row in zip(predicted.tolist(), probabilities.tolist()):
+            writer.writerow([info.classes[index]] + [_format_number(value) for value in row])
+    else:
+        writer.writerow([name] if outputs.shape[1] == 1 else [f"{name}_{index}" for index in range(outputs.shape[1])])
+        for row in outputs.tolist():
+            writer.writerow([_format_number(value) for value in row])
+    text = lines.getvalue()
+    if args.out == "-":
+        print(text, end="")
+        return 0
+    _write_file("--out", args.out, text.encode("utf-8"))
+    print(f"{dataset.x.shape[0]} predictions written to {args.out}")
+    return 0

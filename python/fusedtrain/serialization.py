@@ -1,0 +1,789 @@
+"""fusedtrain's files: model files (``model.save`` / ``fusedtrain.load``), weight files
+(``save_weights`` / ``load_weights``) and training checkpoints (``save_checkpoint`` /
+``fit(..., resume=path)``). All three are safetensors files, written atomically.
+
+Tensors (float32, C order):
+    layers.{i}.kernel        (inputs, units), i being the layer's index in model.layers
+    layers.{i}.bias          (units,)
+    optimizer.{name}         checkpoints: the optimizer's flat state (m, v, velocity, square_avg)
+    callbacks.{k}.{key}.{j}  checkpoints: arrays kept by the k-th stateful callback (the best
+                             weights of EarlyStopping(restore_best_weights=True))
+Metadata (safetensors' str -> str map):
+    format               "fusedtrain.weights", "fusedtrain.model" or "fusedtrain.checkpoint"
+    format_version       "1"; a reader refuses a version newer than it knows
+    fusedtrain_version   the package version that wrote the file
+    architecture         model files and checkpoints: {"class_name": "Sequential", "config": {...}}
+    compile              (optional) the optimizer's configuration, the loss and the metrics
+    training             checkpoints: epoch, step counters, random generator states, history,
+                         callback states
+
+Reading checks the whole file (header, metadata, every tensor's name, dtype, shape and values)
+before anything is assigned: a damaged, foreign or mismatched file raises ValueError and leaves
+the model as it was."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import warnings
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import losses as losses_module
+from . import metrics as metrics_module
+from . import optimizers as optimizers_module
+from ._version import __version__
+from .layers import GELU, Activation, Dense, Dropout, LeakyReLU, Normalization, ReLU, Sigmoid, Softmax, Tanh
+from .ops import _checks as check
+
+if TYPE_CHECKING:
+    from .models import Sequential
+
+FORMAT_VERSION = 1
+WEIGHTS_FORMAT = "fusedtrain.weights"
+MODEL_FORMAT = "fusedtrain.model"
+CHECKPOINT_FORMAT = "fusedtrain.checkpoint"
+_FORMATS = (WEIGHTS_FORMAT, MODEL_FORMAT, CHECKPOINT_FORMAT)
+
+LAYER_CLASSES = {cls.__name__: cls for cls in (Dense, Dropout, Activation, ReLU, LeakyReLU, Sigmoid, Tanh,
+                                               GELU, Softmax, Normalization)}
+OPTIMIZER_CLASSES = {cls.__name__: cls for cls in (optimizers_module.SGD, optimizers_module.Adam,
+                                                   optimizers_module.AdamW, optimizers_module.RMSprop)}
+# Layer settings that do not change what a built model computes: a checkpoint may be resumed
+# into a model that differs in these.
+_RESUME_IGNORED_SETTINGS = ("name", "trainable", "kernel_initializer", "bias_initializer")
+# The metadata entries fusedtrain writes itself; save(metadata=...) may add others.
+_RESERVED_METADATA = ("format", "format_version", "fusedtrain_version", "architecture", "compile", "training")
+# In a callback's stored state, stands for a list of arrays kept as tensors "callbacks.{k}.{key}.{j}".
+_TENSORS_MARK = "__tensors__"
+# One os.write call writes at most this much (some systems refuse single writes above 2 GiB).
+_WRITE_CHUNK = 1 << 30
+
+
+# Atomic writes ----------------------------------------------------------------------------------
+
+def write_atomically(path: Any, data: bytes) -> None:
+    """Writes ``data`` to ``path`` so that ``path`` holds either its old or its new contents,
+    whatever happens: a temporary file in the same folder is written, flushed to disk with
+    fsync, then renamed over ``path``; on any failure it is removed. A full disk raises
+    OSError(ENOSPC) saying so."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    # A hidden name beside the target (the rename must stay on one file system), short enough
+    # for any name limit.
+    temporary = os.path.join(folder, f".{os.path.basename(path)[:64]}.{secrets.token_hex(6)}.tmp")
+    try:
+        # O_EXCL never reuses a file; mode 0o666 leaves the permissions to the umask, as open() does.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as error:
+        if _is_full_disk(error):
+            raise _full_disk_error(error, path) from error
+        raise
+    try:
+        try:
+            _write_all(descriptor, data)
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    except BaseException as error:
+        try:
+            os.remove(temporary)
+        except OSError:
+            pass
+        if isinstance(error, OSError) and _is_full_disk(error):
+            raise _full_disk_error(error, path) from error
+        raise
+    _sync_folder(folder)
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(descriptor, view[:_WRITE_CHUNK])
+        view = view[written:]
+
+
+def _sync_folder(folder: str) -> None:
+    """Makes the rename durable. Some systems (Windows) cannot open or sync a folder; the
+    rename is atomic there all the same."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _is_full_disk(error: OSError) -> bool:
+    return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _full_disk_error(error: OSError, path: str) -> OSError:
+    return OSError(error.errno, "not saved: no space left on the device (the disk or the quota is full); "
+                                "the previous file, if any, is unchanged", path)
+
+
+# Reading ----------------------------------------------------------------------------------------
+
+class StoredFile:
+    """A safetensors file read and checked: ``tensors`` (name -> array), ``metadata`` (str ->
+    str), ``format`` (one of fusedtrain's, or None for a foreign file) and ``source`` (the path,
+    for messages)."""
+
+    def __init__(self, source: str, tensors: Dict[str, np.ndarray], metadata: Dict[str, str],
+                 file_format: Optional[str]):
+        self.source = source
+        self.tensors = tensors
+        self.metadata = metadata
+        self.format = file_format
+
+    def json(self, key: str, required: bool = True) -> Any:
+        """The metadata entry ``key`` decoded from JSON (None when absent and not required)."""
+        text = self.metadata.get(key)
+        if text is None:
+            if required:
+                raise ValueError(f"{self.source}: the file's metadata has no {key!r} entry; it is damaged or "
+                                 f"was not written by fusedtrain")
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{self.source}: the {key!r} metadata is not valid JSON ({error}); the file "
+                             f"is damaged") from None
+
+
+def read(path: Any) -> StoredFile:
+    """Reads and checks a safetensors file (see parse). A missing file raises FileNotFoundError."""
+    path = os.fspath(path)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return parse(data, str(path))
+
+
+def parse(data: bytes, source: str) -> StoredFile:
+    """Decodes a whole safetensors file held in ``data``; ValueError names what is wrong."""
+    unreadable = f"{source}: not a readable safetensors weight file"
+    if len(data) < 8:
+        raise ValueError(f"{unreadable}: {len(data)} bytes, too short for the 8-byte header size")
+    header_size = int.from_bytes(data[:8], "little")
+    if header_size > len(data) - 8:
+        raise ValueError(f"{unreadable}: the header size field says {header_size} bytes but only "
+                         f"{len(data) - 8} follow (a truncated file, or another format such as .npz)")
+    try:
+        header = json.loads(data[8:8 + header_size].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{unreadable}: its header is not JSON (another format, or a damaged file)") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{unreadable}: its header is not a JSON object")
+    metadata = header.get("__metadata__") or {}
+    if not (isinstance(metadata, dict)
+            and all(isinstance(key, str) and isinstance(value, str) for key, value in metadata.items())):
+        raise ValueError(f"{unreadable}: its __metadata__ is not a map of strings to strings")
+    file_format = metadata.get("format")
+    if isinstance(file_format, str) and file_format.startswith("fusedtrain."):
+        _check_version(metadata, file_format, source)
+    else:
+        file_format = None
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    try:
+        tensors = load(data)
+    except (SafetensorError, KeyError, ValueError, TypeError) as error:
+        # KeyError: a dtype NumPy lacks (bfloat16); the others: damaged offsets or sizes.
+        raise ValueError(f"{unreadable} ({type(error).__name__}: {error}); it may be truncated or "
+                         f"damaged") from None
+    return StoredFile(source, tensors, metadata, file_format)
+
+
+def _check_version(metadata: Dict[str, str], file_format: str, source: str) -> None:
+    # Weight files written before format_version existed are version 1.
+    text = metadata.get("format_version", "1")
+    try:
+        version = int(text)
+    except ValueError:
+        version = 0
+    if version < 1:
+        raise ValueError(f"{source}: the metadata's format_version {text!r} is not a positive integer; "
+                         f"the file is damaged")
+    if version > FORMAT_VERSION:
+        writer = metadata.get("fusedtrain_version", "a newer version")
+        raise ValueError(f"{source}: written by fusedtrain {writer} in file format version {version}; this "
+                         f"fusedtrain ({__version__}) reads format versions up to {FORMAT_VERSION}. Upgrade "
+                         f"fusedtrain (pip install --upgrade fusedtrain) to read it")
+    if file_format not in _FORMATS:
+        raise ValueError(f"{source}: unknown fusedtrain file kind {file_format!r}; expected one of "
+                         f"{', '.join(_FORMATS)}")
+
+
+# Weights ----------------------------------------------------------------------------------------
+
+def layer_tensors(model) -> Dict[str, np.ndarray]:
+    """The model's parameters by file name, "layers.{i}.kernel" / "layers.{i}.bias"."""
+    return {f"layers.{index}.{name}": value
+            for index, layer in enumerate(model.layers) for name, value in layer._parameters.items()}
+
+
+def _layer_index(key: str) -> Optional[int]:
+    parts = key.split(".")
+    if len(parts) == 3 and parts[0] == "layers" and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def check_weights(model, tensors: Dict[str, np.ndarray], source: str, num_layers: Optional[int] = None,
+                  ignored_prefixes: Sequence[str] = ()) -> Tuple[int, Dict[str, np.ndarray]]:
+    """Checks that ``tensors`` hold the parameters of ``model.layers[:num_layers]`` (all layers
+    when None): every name present, none unknown, float32, the right shapes, finite values.
+    Names under ``ignored_prefixes``, and with ``num_layers`` the tensors of later layers, are
+    skipped. Returns the input size and the arrays to assign; changes nothing."""
+    count = len(model.layers)
+    prefix = num_layers is not None
+    num_layers = check.integer(num_layers, "num_layers", low=1, high=count) if prefix else count
+    input_dim = model.input_dim
+    if input_dim is None:
+        kernels = [f"layers.{index}.kernel" for index, layer in enumerate(model.layers[:num_layers])
+                   if isinstance(layer, Dense)]
+        first = next((key for key in kernels if key in tensors), None)
+        if first is None or tensors[first].ndim != 2:
+            raise ValueError(f"{source}: holds no kernel from which to infer the model's input size")
+        input_dim = int(tensors[first].shape[0])
+    expected = {f"layers.{index}.{name}": shape for index, name, shape in model._parameter_entries(input_dim)
+                if index < num_layers}
+    present = {}
+    unexpected = []
+    for key, value in tensors.items():
+        if any(key.startswith(prefix) for prefix in ignored_prefixes):
+            continue
+        index = _layer_index(key)
+        if key in expected:
+            present[key] = value
+        elif not (prefix and index is not None and index >= num_layers):
+            unexpected.append(key)
+    missing = [key for key in expected if key not in present]
+    if missing or unexpected:
+        raise ValueError(f"{source}: the tensors do not match this model: missing {missing or 'none'}, "
+                         f"unexpected {sorted(unexpected) or 'none'}")
+    arrays = {}
+    for key, shape in expected.items():
+        arrays[key] = _checked_tensor(present[key], key, shape, source)
+    return input_dim, arrays
+
+
+def _checked_tensor(tensor: np.ndarray, key: str, shape: Tuple[int, ...], source: str) -> np.ndarray:
+    if tensor.dtype != np.float32:
+        raise ValueError(f"{source}: {key} has dtype {tensor.dtype}, expected float32")
+    if tensor.shape != tuple(shape):
+        raise ValueError(f"{source}: {key} has shape {tensor.shape}, expected {tuple(shape)}")
+    if not np.isfinite(tensor).all():
+        raise ValueError(f"{source}: {key} holds NaN or infinite values")
+    return tensor
+
+
+def assign_weights(model, input_dim: int, arrays: Dict[str, np.ndarray]) -> None:
+    """Builds ``model`` for ``input_dim`` if needed and copies in arrays checked by check_weights."""
+    model.build(input_dim)
+    targets = layer_tensors(model)
+    for key, value in arrays.items():
+        targets[key][...] = value
+
+
+def weights_metadata(file_format: str) -> Dict[str, str]:
+    return {"format": file_format, "format_version": str(FORMAT_VERSION), "fusedtrain_version": __version__}
+
+
+def save_weights(model, path: Any) -> None:
+    from safetensors.numpy import save
+
+    tensors = {key: np.ascontiguousarray(value) for key, value in layer_tensors(model).items()}
+    write_atomically(path, save(tensors, metadata=weights_metadata(WEIGHTS_FORMAT)))
+
+
+def load_weights(model, path: Any, num_layers: Optional[int] = None) -> None:
+    stored = read(path)
+    # A model file or a checkpoint holds the same layer tensors; a checkpoint's others are skipped.
+    ignored = ("optimizer.", "callbacks.") if stored.format == CHECKPOINT_FORMAT else ()
+    input_dim, arrays = check_weights(model, stored.tensors, stored.source, num_layers, ignored)
+    assign_weights(model, input_dim, arrays)
+
+
+# Architecture and compile settings --------------------------------------------------------------
+
+def model_config(model) -> Dict[str, Any]:
+    """The architecture as JSON-compatible data: {"class_name": "Sequential", "config": {...}}."""
+    for index, layer in enumerate(model.layers):
+        if LAYER_CLASSES.get(type(layer).__name__) is not type(layer):
+            raise ValueError(f"layers[{index}]: a model file stores the built-in layer types only "
+                             f"({', '.join(LAYER_CLASSES)}), not {type(layer).__name__}; save_weights stores "
+                             f"the weights of any model")
+    return {"class_name": "Sequential",
+            "config": {"name": model.name, "input_dim": model.input_dim, "seed": model.seed,
+                       "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
+                                  for layer in model.layers]}}
+
+
+def _mapping(value: Any, where: str, source: str) -> Dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{source}: {where}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _layer_entries(architecture: Any, source: str) -> Tuple[Dict[str, Any], List[Tuple[str, Dict[str, Any]]]]:
+    """(the model's config, [(class name, config)] per layer), structure checked."""
+    architecture = _mapping(architecture, "architecture", source)
+    if architecture.get("class_name") != "Sequential":
+        raise ValueError(f"{source}: architecture: unknown model type {architecture.get('class_name')!r}; "
+                         f"this fusedtrain knows 'Sequential'")
+    config = _mapping(architecture.get("config"), "architecture config", source)
+    entries = config.get("layers")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{source}: architecture: expected a non-empty list of layers, got {entries!r}")
+    layers = []
+    for index, entry in enumerate(entries):
+        entry = _mapping(entry, f"layer {index}", source)
+        class_name = entry.get("class_name")
+        if not isinstance(class_name, str) or class_name not in LAYER_CLASSES:
+            raise ValueError(f"{source}: layer {index} has the unknown type {class_name!r}; this fusedtrain "
+                             f"({__version__}) knows {', '.join(LAYER_CLASSES)}")
+        layers.append((class_name, _mapping(entry.get("config"), f"layer {index} config", source)))
+    return config, layers
+
+
+def model_from_config(architecture: Any, source: str) -> "Sequential":
+    """A new, unbuilt Sequential from model_config's data; ValueError for anything invalid."""
+    from .models import Sequential
+
+    config, entries = _layer_entries(architecture, source)
+    layers = []
+    for index, (class_name, layer_config) in enumerate(entries):
+        try:
+            layers.append(LAYER_CLASSES[class_name].from_config(layer_config))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{source}: layer {index} ({class_name}): invalid configuration: {error}") from None
+    name = config.get("name", "sequential")
+    if not isinstance(name, str):
+        raise ValueError(f"{source}: architecture: the model name must be a string, got {name!r}")
+    try:
+        model = Sequential(layers, input_dim=config.get("input_dim"), seed=config.get("seed"), name=name)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: architecture: invalid model settings: {error}") from None
+    if model.input_dim is None:
+        raise ValueError(f"{source}: architecture: the input size (input_dim) is missing")
+    return model
+
+
+def compile_config(model) -> Optional[Dict[str, Any]]:
+    """The optimizer, loss and metrics as JSON-compatible data, or None when the model is not
+    compiled or uses a class a file cannot name (a custom loss, metric or optimizer)."""
+    if not model.compiled:
+        return None
+    optimizer = model.optimizer
+    custom = []
+    if OPTIMIZER_CLASSES.get(type(optimizer).__name__) is not type(optimizer):
+        custom.append(f"optimizer {type(optimizer).__name__}")
+    if not _named(losses_module, model.loss):
+        custom.append(f"loss {type(model.loss).__name__}")
+    custom += [f"metric {type(metric).__name__}" for metric in model.metrics if not _named(metrics_module, metric)]
+    if custom:
+        # stacklevel: the caller of model.save / model.save_checkpoint.
+        warnings.warn(f"the compile settings are not saved: {', '.join(custom)} cannot be named in a file; "
+                      f"compile the loaded model yourself", UserWarning, stacklevel=5)
+        return None
+    return {"optimizer": {"class_name": type(optimizer).__name__, "config": optimizer.get_config()},
+            "loss": model.loss.name, "metrics": [metric.name for metric in model.metrics]}
+
+
+def _named(module: Any, value: Any) -> bool:
+    """Whether ``module.get(value.name)`` gives back an object of value's class."""
+    try:
+        return type(module.get(value.name)) is type(value)
+    except (TypeError, ValueError):
+        return False
+
+
+def compile_arguments(config: Any, source: str):
+    """(optimizer, loss, metrics) from compile_config's data; ValueError for anything invalid."""
+    config = _mapping(config, "compile", source)
+    try:
+        entry = _mapping(config.get("optimizer"), "compile optimizer", source)
+        class_name = entry.get("class_name")
+        if not isinstance(class_name, str) or class_name not in OPTIMIZER_CLASSES:
+            raise ValueError(f"unknown optimizer {class_name!r}; expected one of {', '.join(OPTIMIZER_CLASSES)}")
+        optimizer = OPTIMIZER_CLASSES[class_name].from_config(_mapping(entry.get("config"), "optimizer config",
+                                                                      source))
+        loss = losses_module.get(config.get("loss"))
+        names = config.get("metrics", [])
+        if not isinstance(names, list):
+            raise ValueError(f"metrics: expected a list, got {names!r}")
+        return optimizer, loss, [metrics_module.get(name) for name in names]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: invalid compile settings: {error}") from None
+
+
+# Model files ------------------------------------------------------------------------------------
+
+def _model_metadata(model, file_format: str) -> Dict[str, str]:
+    metadata = weights_metadata(file_format)
+    metadata["architecture"] = json.dumps(model_config(model))
+    settings = compile_config(model)
+    if settings is not None:
+        metadata["compile"] = json.dumps(settings)
+    return metadata
+
+
+def save(model, path: Any, metadata: Optional[Dict[str, str]] = None) -> None:
+    """Writes a model file. ``metadata``: further str -> str entries for the file's metadata
+    (the command line records the task and class labels there); fusedtrain's own keys are
+    reserved."""
+    from safetensors.numpy import save as encode
+
+    entries = _model_metadata(model, MODEL_FORMAT)
+    for key, value in (metadata or {}).items():
+        if not (isinstance(key, str) and isinstance(value, str)):
+            raise TypeError(f"metadata: expected str keys and values, got {key!r}: {type(value).__name__}")
+        if key in _RESERVED_METADATA:
+            raise ValueError(f"metadata: {key!r} is one of fusedtrain's own entries ({', '.join(_RESERVED_METADATA)})")
+        entries[key] = value
+    tensors = {key: np.ascontiguousarray(value) for key, value in layer_tensors(model).items()}
+    write_atomically(path, encode(tensors, metadata=entries))
+
+
+def load(path: Any, compile: bool = True) -> "Sequential":
+    """Rebuilds the model saved by ``model.save(path)`` (or held in a training checkpoint):
+    the architecture from the file's metadata, then the weights. With ``compile`` (the
+    default) and compile settings in the file, the model comes back compiled with the same
+    loss, metrics and optimizer configuration (a fresh optimizer: use ``fit(...,
+    resume=path)`` on a checkpoint to restore the optimizer's state too), so that predict
+    returns probabilities for a classifier exactly as before saving. The whole file is checked
+    first; anything invalid raises ValueError."""
+    stored = read(path)
+    source = stored.source
+    if stored.format not in (MODEL_FORMAT, CHECKPOINT_FORMAT):
+        kind = "a weight file (save_weights)" if stored.format == WEIGHTS_FORMAT else "not a fusedtrain model file"
+        raise ValueError(f"{source}: {kind}, without the architecture; build the model in code and call "
+                         f"model.load_weights(path)")
+    model = model_from_config(stored.json("architecture"), source)
+    ignored = ("optimizer.", "callbacks.") if stored.format == CHECKPOINT_FORMAT else ()
+    input_dim, arrays = check_weights(model, stored.tensors, source, ignored_prefixes=ignored)
+    settings = stored.json("compile", required=False) if compile else None
+    arguments = None if settings is None else compile_arguments(settings, source)
+    assign_weights(model, input_dim, arrays)
+    if arguments is not None:
+        try:
+            model.compile(*arguments)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{source}: invalid compile settings: {error}") from None
+    return model
+
+
+# Training checkpoints ---------------------------------------------------------------------------
+
+def _callback_states(callbacks: Sequence[Any]) -> List[Tuple[Any, Dict[str, Any]]]:
+    """(callback, state) for each callback that keeps a state, in order."""
+    pairs = []
+    for callback in callbacks:
+        state = callback.get_state()
+        if state is not None:
+            pairs.append((callback, state))
+    return pairs
+
+
+def save_checkpoint(model, path: Any) -> None:
+    from safetensors.numpy import save as encode
+
+    run = model._run
+    if run is not None and run.in_epoch:
+        raise RuntimeError("save_checkpoint: training is in the middle of an epoch (or stopped inside one); a "
+                           "checkpoint is taken at the end of an epoch (ModelCheckpoint(save_training_state="
+                           "True) or a callback's on_epoch_end) or outside fit. save_weights and save keep the "
+                           "current weights.")
+    optimizer = model.optimizer
+    optimizer.build(model.parameters.size)
+    tensors = {key: np.ascontiguousarray(value) for key, value in layer_tensors(model).items()}
+    tensors.update({f"optimizer.{name}": np.ascontiguousarray(value) for name, value in optimizer.state.items()})
+    states = []
+    for position, (callback, state) in enumerate(_callback_states(run.callbacks if run is not None else ())):
+        stored_state = {}
+        for key, value in state.items():
+            if isinstance(value, (list, tuple)) and value and all(isinstance(item, np.ndarray) for item in value):
+                for item_index, item in enumerate(value):
+                    tensors[f"callbacks.{position}.{key}.{item_index}"] = np.ascontiguousarray(item)
+                stored_state[key] = {_TENSORS_MARK: len(value)}
+            else:
+                stored_state[key] = value
+        states.append({"class_name": type(callback).__name__, "state": stored_state})
+    training = {
+        "epoch": run.next_epoch if run is not None else 0,
+        "stopped": bool(model.stop_training) if run is not None else False,
+        "optimizer": type(optimizer).__name__,
+        "iterations": optimizer.iterations,
+        "learning_rate": optimizer.learning_rate,
+        "train_step": model._train_step,
+        "fit_count": model._fit_count,
+        "entropy": model._entropy,
+        "dropout_seeds": [layer.run_seed if isinstance(layer, Dropout) else None for layer in model.layers],
+        "shuffle_rng": run.rng.bit_generator.state if run is not None else None,
+        "history": {"epoch": list(run.history.epoch), "history": run.history.history} if run is not None else None,
+        "fit": dict(run.arguments) if run is not None else None,
+        "callbacks": states,
+    }
+    metadata = _model_metadata(model, CHECKPOINT_FORMAT)
+    try:
+        metadata["training"] = json.dumps(training)
+    except TypeError as error:
+        raise TypeError(f"save_checkpoint: the training state holds a value JSON cannot store ({error}); a "
+                        f"callback's get_state or the logs returned something other than numbers, strings, "
+                        f"booleans, None and lists of arrays") from None
+    write_atomically(path, encode(tensors, metadata=metadata))
+
+
+def _integer(value: Any, where: str, source: str, allow_none: bool = False) -> Optional[int]:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{source}: training state: {where} must be an integer >= 0, got {value!r}")
+    return value
+
+
+class Checkpoint:
+    """A training checkpoint read and checked on its own (read_checkpoint); ``check`` then
+    matches it against a model and callbacks, ``restore`` and ``restore_callbacks`` apply it."""
+
+    def __init__(self, stored: StoredFile):
+        source = self.source = stored.source
+        if stored.format != CHECKPOINT_FORMAT:
+            kind = stored.format or "a foreign safetensors file"
+            raise ValueError(f"{source}: not a training checkpoint ({kind}); resume needs a file written by "
+                             f"save_checkpoint or ModelCheckpoint(save_training_state=True)")
+        self.stored = stored
+        self.architecture = stored.json("architecture")
+        # An unbuilt model of the checkpoint's architecture: it checks the layers and lays out
+        # the parameters without allocating them.
+        self.probe = model_from_config(self.architecture, source)
+        self.input_dim = self.probe.input_dim
+        _, self.weights = check_weights(self.probe, stored.tensors, source,
+                                        ignored_prefixes=("optimizer.", "callbacks."))
+        self.compile_settings = stored.json("compile", required=False)
+        training = _mapping(stored.json("training"), "training state", source)
+        required = ("epoch", "stopped", "optimizer", "iterations", "learning_rate", "train_step", "fit_count",
+                    "entropy", "dropout_seeds", "shuffle_rng", "history", "fit", "callbacks")
+        missing = [key for key in required if key not in training]
+        if missing:
+            raise ValueError(f"{source}: training state: missing {missing}; the file is damaged")
+        self.epoch = _integer(training["epoch"], "epoch", source)
+        if not isinstance(training["stopped"], bool):
+            raise ValueError(f"{source}: training state: stopped must be true or false")
+        self.stopped = training["stopped"]
+        self.optimizer_class = training["optimizer"]
+        self.iterations = _integer(training["iterations"], "iterations", source)
+        learning_rate = training["learning_rate"]
+        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate >= 0:
+            raise ValueError(f"{source}: training state: learning_rate must be a number >= 0, got {learning_rate!r}")
+        self.learning_rate = float(learning_rate)
+        self.train_step = _integer(training["train_step"], "train_step", source)
+        self.fit_count = _integer(training["fit_count"], "fit_count", source)
+        self.entropy = _integer(training["entropy"], "entropy", source)
+        seeds = training["dropout_seeds"]
+        if not isinstance(seeds, list):
+            raise ValueError(f"{source}: training state: dropout_seeds must be a list")
+        self.dropout_seeds = [_integer(seed, "dropout_seeds", source, allow_none=True) for seed in seeds]
+        self.shuffle_rng = training["shuffle_rng"]
+        if self.shuffle_rng is not None:
+            try:
+                np.random.default_rng().bit_generator.state = self.shuffle_rng
+            except (TypeError, ValueError, KeyError) as error:
+                raise ValueError(f"{source}: training state: shuffle_rng is not a PCG64 generator state "
+                                 f"({error})") from None
+        self.history = self._history(training["history"])
+        self.fit_arguments = training["fit"]
+        if self.fit_arguments is not None:
+            _mapping(self.fit_arguments, "training state fit", source)
+        self.callbacks = self._callbacks(training["callbacks"])
+        self.optimizer_state = {key[len("optimizer."):]: value for key, value in stored.tensors.items()
+                                if key.startswith("optimizer.")}
+
+    def _history(self, history: Any) -> Optional[Tuple[List[int], Dict[str, list]]]:
+        if history is None:
+            return None
+        history = _mapping(history, "training state history", self.source)
+        epochs, values = history.get("epoch"), history.get("history")
+        if not (isinstance(epochs, list) and isinstance(values, dict)
+                and all(isinstance(value, list) for value in values.values())):
+            raise ValueError(f"{self.source}: training state: history must hold a list of epochs and a map of "
+                             f"lists")
+        return [_integer(epoch, "history epoch", self.source) for epoch in epochs], values
+
+    def _callbacks(self, entries: Any) -> List[Tuple[str, Dict[str, Any]]]:
+        if not isinstance(entries, list):
+            raise ValueError(f"{self.source}: training state: callbacks must be a list")
+        tensors = self.stored.tensors
+        used = set()
+        result = []
+        for position, entry in enumerate(entries):
+            entry = _mapping(entry, f"callback {position}", self.source)
+            class_name, state = entry.get("class_name"), _mapping(entry.get("state"), "callback state",
+                                                                  self.source)
+            if not isinstance(class_name, str):
+                raise ValueError(f"{self.source}: training state: callback {position} has no class name")
+            restored = {}
+            for key, value in state.items():
+                if isinstance(value, dict) and set(value) == {_TENSORS_MARK}:
+                    count = _integer(value[_TENSORS_MARK], f"callback {position} {key}", self.source)
+                    names = [f"callbacks.{position}.{key}.{index}" for index in range(count)]
+                    absent = [name for name in names if name not in tensors]
+                    if absent:
+                        raise ValueError(f"{self.source}: the tensors {absent} of callback {class_name} are missing")
+                    used.update(names)
+                    value = [tensors[name] for name in names]
+                restored[key] = value
+            result.append((class_name, restored))
+        extra = sorted(key for key in tensors if key.startswith("callbacks.") and key not in used)
+        if extra:
+            raise ValueError(f"{self.source}: the tensors do not match this checkpoint: unexpected {extra}")
+        return result
+
+    def check(self, model, callbacks: Sequence[Any]) -> None:
+        """Raises ValueError unless this checkpoint can be resumed into ``model`` (its layers,
+        input size, compiled optimizer or the checkpoint's compile settings) with
+        ``callbacks``. Changes nothing."""
+        source = self.source
+        theirs = [(entry["class_name"], _comparable(entry["config"]))
+                  for entry in model_config(self.probe)["config"]["layers"]]
+        try:
+            ours = [(entry["class_name"], _comparable(entry["config"]))
+                    for entry in model_config(model)["config"]["layers"]]
+        except ValueError as error:
+            raise ValueError(f"resume: {error}") from None
+        if theirs != ours:
+            difference = next((index for index, (a, b) in enumerate(zip(theirs, ours)) if a != b),
+                              min(len(theirs), len(ours)))
+            raise ValueError(f"{source}: the checkpoint's model differs from this one at layer {difference}: "
+                             f"{_describe(theirs, difference)} in the file, {_describe(ours, difference)} here")
+        input_dim = self.input_dim
+        if model.input_dim is not None and model.input_dim != input_dim:
+            raise ValueError(f"{source}: the checkpoint's model takes {input_dim} features, this one "
+                             f"{model.input_dim}")
+        if len(self.dropout_seeds) != len(model.layers):
+            raise ValueError(f"{source}: training state: dropout_seeds has {len(self.dropout_seeds)} entries for "
+                             f"{len(model.layers)} layers")
+        self._check_optimizer(model)
+        self._check_callbacks(callbacks)
+
+    def optimizer_for(self, model):
+        """The optimizer resume will use: the model's, or one from the checkpoint's settings."""
+        if model.compiled:
+            return model.optimizer
+        if self.compile_settings is None:
+            raise ValueError(f"{self.source}: the model is not compiled and the checkpoint holds no compile "
+                             f"settings; compile the model before resuming")
+        return compile_arguments(self.compile_settings, self.source)[0]
+
+    def _check_optimizer(self, model) -> None:
+        optimizer = self.optimizer_for(model)
+        if type(optimizer).__name__ != self.optimizer_class:
+            raise ValueError(f"{self.source}: the checkpoint holds the state of a {self.optimizer_class} "
+                             f"optimizer, the model is compiled with {type(optimizer).__name__}")
+        size = sum(int(np.prod(array.shape)) for array in self.weights.values())
+        if optimizer.built and optimizer.size != size:
+            raise ValueError(f"{self.source}: the optimizer already holds state for {optimizer.size} parameters, "
+                             f"the checkpoint's model has {size}")
+        probe = type(optimizer).from_config(optimizer.get_config())
+        probe.build(size)
+        expected = probe.state
+        if set(expected) != set(self.optimizer_state):
+            raise ValueError(f"{self.source}: the optimizer's state buffers are "
+                             f"{sorted('optimizer.' + name for name in expected)}, the checkpoint holds "
+                             f"{sorted('optimizer.' + name for name in self.optimizer_state)}")
+        for name, buffer in expected.items():
+            _checked_tensor(self.optimizer_state[name], f"optimizer.{name}", buffer.shape, self.source)
+
+    def _check_callbacks(self, callbacks: Sequence[Any]) -> None:
+        ours = _callback_states(callbacks)
+        if [type(callback).__name__ for callback, _ in ours] != [name for name, _ in self.callbacks]:
+            raise ValueError(f"{self.source}: the checkpoint holds the state of the callbacks "
+                             f"{[name for name, _ in self.callbacks]}, but fit was given "
+                             f"{[type(callback).__name__ for callback, _ in ours]}; pass the same callbacks "
+                             f"(new objects are fine) to resume")
+        shapes = [shape for _, _, shape in self.probe._parameter_entries(self.input_dim)]
+        for (callback, fresh), (class_name, state) in zip(ours, self.callbacks):
+            if set(fresh) != set(state):
+                raise ValueError(f"{self.source}: the state of {class_name} holds {sorted(state)}, expected "
+                                 f"{sorted(fresh)}")
+            for key, value in state.items():
+                if isinstance(value, list) and value and isinstance(value[0], np.ndarray):
+                    # The arrays a callback keeps are copies of the model's weights.
+                    if len(value) != len(shapes):
+                        raise ValueError(f"{self.source}: {class_name}.{key} holds {len(value)} arrays, the model "
+                                         f"has {len(shapes)} weights")
+                    for index, (array, shape) in enumerate(zip(value, shapes)):
+                        _checked_tensor(array, f"callbacks {class_name}.{key}[{index}]", shape, self.source)
+
+    def prepare(self, model) -> None:
+        """Builds the model for the checkpoint's input size and compiles it from the checkpoint's
+        settings if it is not compiled (after check)."""
+        model.build(self.input_dim)
+        if not model.compiled:
+            model.compile(*compile_arguments(self.compile_settings, self.source))
+
+    def restore(self, model) -> Optional[np.random.Generator]:
+        """Sets the weights, the optimizer state and the model's counters (after check and
+        prepare); returns the shuffling generator at its saved state (None when the checkpoint
+        was taken before any training)."""
+        assign_weights(model, self.input_dim, self.weights)
+        optimizer = model.optimizer
+        optimizer.build(model.parameters.size)
+        optimizer.load_state(self.optimizer_state, self.iterations)
+        optimizer.learning_rate = self.learning_rate
+        model._train_step = self.train_step
+        model._fit_count = self.fit_count
+        model._entropy = self.entropy
+        for layer, seed in zip(model.layers, self.dropout_seeds):
+            if isinstance(layer, Dropout) and seed is not None:
+                layer.run_seed = seed
+        if self.shuffle_rng is None:
+            return None
+        generator = np.random.default_rng()
+        generator.bit_generator.state = self.shuffle_rng
+        return generator
+
+    def restore_callbacks(self, history, callbacks: Sequence[Any]) -> None:
+        """Restores the history and the callbacks' states (after on_train_begin)."""
+        if self.history is not None:
+            history.epoch = list(self.history[0])
+            history.history = {name: list(values) for name, values in self.history[1].items()}
+        for (callback, _), (_, state) in zip(_callback_states(callbacks), self.callbacks):
+            callback.set_state(state)
+
+    def warn_on_different_arguments(self, arguments: Dict[str, Any]) -> None:
+        """Warns when fit's data or arguments differ from the checkpointed run's: training goes
+        on, but it will not reproduce an uninterrupted run."""
+        if self.fit_arguments is None:
+            return
+        changed = [f"{key} {self.fit_arguments.get(key)!r} -> {value!r}" for key, value in arguments.items()
+                   if key != "epochs" and self.fit_arguments.get(key) != value]
+        if changed:
+            warnings.warn(f"resume: {', '.join(changed)} (checkpoint -> this fit); training continues but will not "
+                          f"reproduce an uninterrupted run", UserWarning, stacklevel=3)
+
+
+def _comparable(config: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: value for key, value in config.items() if key not in _RESUME_IGNORED_SETTINGS}
+
+
+def _describe(layers: List[Tuple[str, Dict[str, Any]]], index: int) -> str:
+    if index >= len(layers):
+        return "no layer"
+    name, config = layers[index]
+    return f"{name} {config}"
+
+
+def read_checkpoint(path: Any) -> Checkpoint:
+    return Checkpoint(read(path))
