@@ -1,7 +1,11 @@
 // The CUDA side of fusedtrain._C: whether it was compiled, what devices the runtime sees, and
-// the kernels on device pointers (CuPy arrays' data pointers, validated in fusedtrain.ops).
+// the kernels on device pointers. Arrays arrive as integers (CuPy arrays' data pointers) with
+// their sizes, already validated by fusedtrain.ops; each function launches on the given stream
+// (CuPy's current stream) with the GIL released. CUDA errors raise RuntimeError naming the CUDA
+// error, a bad label ValueError.
 #include <stdexcept>
 
+#include "bindings/arrays.h"
 #include "bindings/bindings.h"
 #if FT_WITH_CUDA
 #include "cuda/runtime.h"
@@ -10,6 +14,228 @@
 namespace fusedtrain::bindings {
 
 namespace py = pybind11;
+
+#if FT_WITH_CUDA
+namespace {
+
+using Pointer = std::uintptr_t;
+
+template <class T>
+T* device(Pointer pointer) {
+  return reinterpret_cast<T*>(pointer);
+}
+
+Activation to_activation(int activation) {
+  require(activation >= 0 && activation <= static_cast<int>(Activation::Gelu), "unknown activation");
+  return static_cast<Activation>(activation);
+}
+
+Reduction to_reduction(int reduction) {
+  require(reduction == 0 || reduction == 1, "unknown reduction");
+  return static_cast<Reduction>(reduction);
+}
+
+void require_label_bits(int label_bits) { require(label_bits == 32 || label_bits == 64, "labels must be int32 or int64"); }
+
+void bind_kernels(py::module_& m) {
+  m.attr("cuda_workspace_bytes") = py::int_(cuda::kWorkspaceBytes);
+
+  m.def(
+      "cuda_gemm",
+      [](bool trans_a, bool trans_b, int64_t rows, int64_t cols, int64_t inner, float alpha, Pointer a, int64_t lda,
+         Pointer b, int64_t ldb, float beta, Pointer c, int64_t ldc, Pointer bias, int activation, float param,
+         bool allow_tf32, Pointer stream) {
+        Activation act = to_activation(activation);
+        py::gil_scoped_release release;
+        cuda::gemm(trans_a, trans_b, rows, cols, inner, alpha, device<const float>(a), lda, device<const float>(b), ldb,
+                   beta, device<float>(c), ldc, device<const float>(bias), act, param, allow_tf32, stream);
+      },
+      py::arg("trans_a"), py::arg("trans_b"), py::arg("m"), py::arg("n"), py::arg("k"), py::arg("alpha"), py::arg("a"),
+      py::arg("lda"), py::arg("b"), py::arg("ldb"), py::arg("beta"), py::arg("c"), py::arg("ldc"), py::arg("bias"),
+      py::arg("activation"), py::arg("param"), py::arg("allow_tf32"), py::arg("stream"));
+
+  m.def(
+      "cuda_activation_forward",
+      [](int activation, float param, Pointer x, Pointer y, int64_t n, Pointer stream) {
+        Activation act = to_activation(activation);
+        py::gil_scoped_release release;
+        cuda::activation_forward(act, param, device<const float>(x), device<float>(y), n, stream);
+      },
+      py::arg("activation"), py::arg("param"), py::arg("x"), py::arg("out"), py::arg("n"), py::arg("stream"));
+  m.def(
+      "cuda_activation_backward",
+      [](int activation, float param, Pointer grad_output, Pointer x, Pointer grad_input, int64_t n, Pointer stream) {
+        Activation act = to_activation(activation);
+        py::gil_scoped_release release;
+        cuda::activation_backward(act, param, device<const float>(grad_output), device<const float>(x),
+                                  device<float>(grad_input), n, stream);
+      },
+      py::arg("activation"), py::arg("param"), py::arg("grad_output"), py::arg("x"), py::arg("out"), py::arg("n"),
+      py::arg("stream"));
+  m.def(
+      "cuda_softmax_forward",
+      [](Pointer x, Pointer y, int64_t rows, int64_t cols, Pointer stream) {
+        py::gil_scoped_release release;
+        cuda::softmax_forward(device<const float>(x), device<float>(y), rows, cols, stream);
+      },
+      py::arg("x"), py::arg("out"), py::arg("rows"), py::arg("cols"), py::arg("stream"));
+  m.def(
+      "cuda_softmax_backward",
+      [](Pointer grad_output, Pointer x, Pointer grad_input, int64_t rows, int64_t cols, Pointer stream) {
+        py::gil_scoped_release release;
+        cuda::softmax_backward(device<const float>(grad_output), device<const float>(x), device<float>(grad_input),
+                               rows, cols, stream);
+      },
+      py::arg("grad_output"), py::arg("x"), py::arg("out"), py::arg("rows"), py::arg("cols"), py::arg("stream"));
+
+  m.def(
+      "cuda_mse_loss",
+      [](Pointer pred, Pointer target, Pointer grad, int64_t n, int reduction, Pointer workspace, Pointer stream) {
+        Reduction red = to_reduction(reduction);
+        py::gil_scoped_release release;
+        return cuda::mse_loss(device<const float>(pred), device<const float>(target), device<float>(grad), n, red,
+                              device<void>(workspace), stream);
+      },
+      py::arg("pred"), py::arg("target"), py::arg("grad"), py::arg("n"), py::arg("reduction"), py::arg("workspace"),
+      py::arg("stream"));
+  m.def(
+      "cuda_binary_cross_entropy_loss",
+      [](Pointer logits, Pointer target, Pointer grad, int64_t n, int reduction, Pointer workspace, Pointer stream) {
+        Reduction red = to_reduction(reduction);
+        py::gil_scoped_release release;
+        return cuda::binary_cross_entropy_loss(device<const float>(logits), device<const float>(target),
+                                               device<float>(grad), n, red, device<void>(workspace), stream);
+      },
+      py::arg("logits"), py::arg("target"), py::arg("grad"), py::arg("n"), py::arg("reduction"), py::arg("workspace"),
+      py::arg("stream"));
+  m.def(
+      "cuda_softmax_cross_entropy_loss",
+      [](Pointer logits, Pointer labels, int label_bits, Pointer grad, int64_t rows, int64_t classes, int reduction,
+         Pointer workspace, Pointer stream) {
+        Reduction red = to_reduction(reduction);
+        require_label_bits(label_bits);
+        py::gil_scoped_release release;
+        if (label_bits == 32) {
+          return cuda::softmax_cross_entropy_loss(device<const float>(logits), device<const int32_t>(labels),
+                                                  device<float>(grad), rows, classes, red, device<void>(workspace),
+                                                  stream);
+        }
+        return cuda::softmax_cross_entropy_loss(device<const float>(logits), device<const int64_t>(labels),
+                                                device<float>(grad), rows, classes, red, device<void>(workspace),
+                                                stream);
+      },
+      py::arg("logits"), py::arg("labels"), py::arg("label_bits"), py::arg("grad"), py::arg("rows"),
+      py::arg("classes"), py::arg("reduction"), py::arg("workspace"), py::arg("stream"));
+
+  m.def(
+      "cuda_bias_grad",
+      [](Pointer grad_output, Pointer out, int64_t rows, int64_t cols, Pointer workspace, Pointer stream) {
+        py::gil_scoped_release release;
+        cuda::bias_grad(device<const float>(grad_output), device<float>(out), rows, cols, device<void>(workspace),
+                        stream);
+      },
+      py::arg("grad_output"), py::arg("out"), py::arg("rows"), py::arg("cols"), py::arg("workspace"),
+      py::arg("stream"));
+  m.def(
+      "cuda_argmax_rows",
+      [](Pointer x, Pointer out, int64_t rows, int64_t cols, Pointer stream) {
+        py::gil_scoped_release release;
+        cuda::argmax_rows(device<const float>(x), device<int64_t>(out), rows, cols, stream);
+      },
+      py::arg("x"), py::arg("out"), py::arg("rows"), py::arg("cols"), py::arg("stream"));
+  m.def(
+      "cuda_count_correct",
+      [](Pointer scores, Pointer labels, int label_bits, int64_t rows, int64_t cols, Pointer workspace,
+         Pointer stream) {
+        require_label_bits(label_bits);
+        py::gil_scoped_release release;
+        if (label_bits == 32) {
+          return cuda::count_correct(device<const float>(scores), device<const int32_t>(labels), rows, cols,
+                                     device<void>(workspace), stream);
+        }
+        return cuda::count_correct(device<const float>(scores), device<const int64_t>(labels), rows, cols,
+                                   device<void>(workspace), stream);
+      },
+      py::arg("scores"), py::arg("labels"), py::arg("label_bits"), py::arg("rows"), py::arg("cols"),
+      py::arg("workspace"), py::arg("stream"));
+  m.def(
+      "cuda_sum_of_squares",
+      [](Pointer x, int64_t n, bool accumulate, Pointer workspace, Pointer stream) {
+        py::gil_scoped_release release;
+        cuda::sum_of_squares(device<const float>(x), n, accumulate, device<void>(workspace), stream);
+      },
+      py::arg("x"), py::arg("n"), py::arg("accumulate"), py::arg("workspace"), py::arg("stream"));
+  m.def(
+      "cuda_clip_scale",
+      [](Pointer x, int64_t n, double max_norm, Pointer workspace, Pointer stream) {
+        py::gil_scoped_release release;
+        cuda::clip_scale(device<float>(x), n, max_norm, device<const void>(workspace), stream);
+      },
+      py::arg("x"), py::arg("n"), py::arg("max_norm"), py::arg("workspace"), py::arg("stream"));
+  m.def(
+      "cuda_read_result",
+      [](Pointer workspace, Pointer stream) {
+        py::gil_scoped_release release;
+        return cuda::read_result(device<void>(workspace), stream);
+      },
+      py::arg("workspace"), py::arg("stream"));
+
+  m.def(
+      "cuda_sgd_step",
+      [](Pointer param, Pointer grad, Pointer velocity, int64_t n, float lr, float momentum, bool nesterov,
+         float weight_decay, Pointer stream) {
+        py::gil_scoped_release release;
+        cuda::sgd_step(device<float>(param), device<const float>(grad), device<float>(velocity), n, lr, momentum,
+                       nesterov, weight_decay, stream);
+      },
+      py::arg("param"), py::arg("grad"), py::arg("velocity"), py::arg("n"), py::arg("lr"), py::arg("momentum"),
+      py::arg("nesterov"), py::arg("weight_decay"), py::arg("stream"));
+  m.def(
+      "cuda_adam_step",
+      [](Pointer param, Pointer grad, Pointer m_state, Pointer v_state, int64_t n, int64_t step, float lr, float beta1,
+         float beta2, float eps, float weight_decay, bool decoupled, Pointer stream) {
+        require(step >= 1, "adam_step: step counts from 1");
+        py::gil_scoped_release release;
+        cuda::adam_step(device<float>(param), device<const float>(grad), device<float>(m_state),
+                        device<float>(v_state), n, step, lr, beta1, beta2, eps, weight_decay, decoupled, stream);
+      },
+      py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"), py::arg("n"), py::arg("step"), py::arg("lr"),
+      py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("decoupled"),
+      py::arg("stream"));
+  m.def(
+      "cuda_rmsprop_step",
+      [](Pointer param, Pointer grad, Pointer square_avg, int64_t n, float lr, float alpha, float eps,
+         float weight_decay, Pointer stream) {
+        py::gil_scoped_release release;
+        cuda::rmsprop_step(device<float>(param), device<const float>(grad), device<float>(square_avg), n, lr, alpha,
+                           eps, weight_decay, stream);
+      },
+      py::arg("param"), py::arg("grad"), py::arg("square_avg"), py::arg("n"), py::arg("lr"), py::arg("alpha"),
+      py::arg("eps"), py::arg("weight_decay"), py::arg("stream"));
+
+  m.def(
+      "cuda_dropout_forward",
+      [](Pointer x, Pointer out, Pointer mask, int64_t n, float rate, uint64_t seed, uint64_t step, Pointer stream) {
+        require(rate >= 0.0f && rate < 1.0f, "dropout: rate must be in [0, 1)");
+        py::gil_scoped_release release;
+        cuda::dropout_forward(device<const float>(x), device<float>(out), device<uint8_t>(mask), n, rate, seed, step,
+                              stream);
+      },
+      py::arg("x"), py::arg("out"), py::arg("mask"), py::arg("n"), py::arg("rate"), py::arg("seed"), py::arg("step"),
+      py::arg("stream"));
+  m.def(
+      "cuda_dropout_backward",
+      [](Pointer grad_output, Pointer mask, Pointer out, int64_t n, float rate, Pointer stream) {
+        require(rate >= 0.0f && rate < 1.0f, "dropout: rate must be in [0, 1)");
+        py::gil_scoped_release release;
+        cuda::dropout_backward(device<const float>(grad_output), device<const uint8_t>(mask), device<float>(out), n,
+                               rate, stream);
+      },
+      py::arg("grad_output"), py::arg("mask"), py::arg("out"), py::arg("n"), py::arg("rate"), py::arg("stream"));
+}
+
+}  // namespace
+#endif
 
 void bind_cuda(py::module_& m) {
   m.attr("cuda_compiled") = py::bool_(FT_WITH_CUDA != 0);
@@ -23,25 +249,7 @@ void bind_cuda(py::module_& m) {
     return py::dict(py::arg("device_count") = report.device_count, py::arg("error") = report.error,
                     py::arg("driver") = report.driver, py::arg("devices") = names);
   });
-  m.def(
-      "cuda_activation_forward",
-      [](int activation, float param, std::uintptr_t x, std::uintptr_t y, int64_t n, std::uintptr_t stream) {
-        py::gil_scoped_release release;
-        cuda::activation_forward(static_cast<Activation>(activation), param, reinterpret_cast<const float*>(x),
-                                 reinterpret_cast<float*>(y), n, stream);
-      },
-      py::arg("activation"), py::arg("param"), py::arg("x"), py::arg("out"), py::arg("n"), py::arg("stream"));
-  m.def(
-      "cuda_activation_backward",
-      [](int activation, float param, std::uintptr_t grad_output, std::uintptr_t x, std::uintptr_t grad_input,
-         int64_t n, std::uintptr_t stream) {
-        py::gil_scoped_release release;
-        cuda::activation_backward(static_cast<Activation>(activation), param,
-                                  reinterpret_cast<const float*>(grad_output), reinterpret_cast<const float*>(x),
-                                  reinterpret_cast<float*>(grad_input), n, stream);
-      },
-      py::arg("activation"), py::arg("param"), py::arg("grad_output"), py::arg("x"), py::arg("out"), py::arg("n"),
-      py::arg("stream"));
+  bind_kernels(m);
 #else
   m.def("cuda_query", [] {
     return py::dict(py::arg("device_count") = 0,

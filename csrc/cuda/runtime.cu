@@ -1,7 +1,11 @@
-// Device discovery through the static CUDA runtime.
+// Device discovery through the static CUDA runtime, and the multiprocessor count that sizes the
+// grids of the reductions.
 #include <cuda_runtime.h>
 
+#include <atomic>
+
 #include "cuda/check.cuh"
+#include "cuda/device.cuh"
 #include "cuda/runtime.h"
 
 namespace fusedtrain::cuda {
@@ -26,6 +30,21 @@ std::string describe_device(int device) {
   check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
   return std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
          std::to_string(prop.totalGlobalMem >> 20) + " MiB)";
+}
+
+int multiprocessor_count() {
+  // Asked once per device: the attribute query is cheap but not free, and kernels launch often.
+  constexpr int kDevices = 64;
+  static std::atomic<int> counts[kDevices] = {};
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  const bool cached = device >= 0 && device < kDevices;
+  int count = cached ? counts[device].load(std::memory_order_relaxed) : 0;
+  if (count == 0) {
+    check(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+    if (cached) counts[device].store(count, std::memory_order_relaxed);
+  }
+  return count;
 }
 
 }  // namespace fusedtrain::cuda

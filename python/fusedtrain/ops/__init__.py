@@ -1,7 +1,9 @@
-"""fusedtrain.ops: one function per kernel, on NumPy float32 arrays (CuPy arrays where a CUDA
-kernel exists). Every op checks its arguments and raises TypeError/ValueError naming the one
-that is wrong; none converts or copies an array behind the caller's back. Outputs go to
-``out=`` when given (checked, written in place) or to a new array."""
+"""fusedtrain.ops: one function per kernel. NumPy float32 arrays run on the CPU kernels, CuPy
+arrays on the CUDA kernels (launched on CuPy's current stream; only the ops that return a
+Python number wait for it). Every op checks its arguments and raises TypeError/ValueError
+naming the one that is wrong, including an array of the other library than the rest; none
+converts, copies or moves an array behind the caller's back. Outputs go to ``out=`` when given
+(checked, written in place) or to a new array of the inputs' library."""
 
 from .activations import (gelu, gelu_grad, leaky_relu, leaky_relu_grad, relu, relu_grad, sigmoid,
                           sigmoid_grad, softmax, softmax_grad, tanh, tanh_grad)

@@ -1,5 +1,6 @@
 """Argument checks shared by every op: each failure names the argument, what was expected and
-what was received, and no check ever copies or converts an array."""
+what was received, and no check ever copies or converts an array. The array checks serve both
+backends: `xp` is numpy (the CPU kernels) or cupy (the CUDA kernels), chosen by array_module."""
 
 from __future__ import annotations
 
@@ -25,9 +26,28 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
-def array(value: Any, name: str, dtype: Any = FLOAT32, ndim: int | None = None) -> np.ndarray:
-    """A C-contiguous NumPy array of `dtype` (and `ndim` dimensions), returned as is."""
-    if not isinstance(value, np.ndarray):
+def array_module(op: str, *values: Any) -> Any:
+    """The array module an op runs with: cupy when any of `values` is a CuPy array (once it is
+    certain that the GPU kernels are there), numpy otherwise. Every array argument of the op
+    must then belong to that module; `array` says so, naming the argument that does not."""
+    if any(is_cupy(value) for value in values):
+        from . import _cuda
+
+        return _cuda.require_backend(op)
+    return np
+
+
+def array(value: Any, name: str, dtype: Any = FLOAT32, ndim: int | None = None, xp: Any = np) -> Any:
+    """A C-contiguous array of `dtype` (and `ndim` dimensions) of module `xp` (numpy, or cupy
+    on the current device), returned as is."""
+    gpu = xp is not np
+    prefix = "cupy" if gpu else "np"
+    if gpu:
+        if not is_cupy(value):
+            raise TypeError(f"{name}: expected a cupy.ndarray of {np.dtype(dtype)} (another argument is a CuPy "
+                            f"array, so the op runs on the GPU), got {describe(value)}; move it with "
+                            f"cupy.asarray({name}), or pass NumPy arrays to every argument")
+    elif not isinstance(value, np.ndarray):
         if is_cupy(value):
             raise TypeError(f"{name}: this op runs on the CPU and takes NumPy arrays; got a CuPy array "
                             f"(move it with {name}.get(), or pass CuPy arrays to every argument "
@@ -35,55 +55,77 @@ def array(value: Any, name: str, dtype: Any = FLOAT32, ndim: int | None = None) 
         raise TypeError(f"{name}: expected a numpy.ndarray of {np.dtype(dtype)}, got {describe(value)}")
     if value.dtype != dtype:
         raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {value.dtype} "
-                        f"(convert explicitly, e.g. {name}.astype(np.{np.dtype(dtype)}))")
+                        f"(convert explicitly, e.g. {name}.astype({prefix}.{np.dtype(dtype)}))")
     if ndim is not None and value.ndim != ndim:
-        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {value.shape}")
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {tuple(value.shape)}")
     if not value.flags.c_contiguous:
-        raise ValueError(f"{name}: expected a C-contiguous array, got strides {value.strides} for shape "
-                         f"{value.shape} (use np.ascontiguousarray({name}))")
+        raise ValueError(f"{name}: expected a C-contiguous array, got strides {tuple(value.strides)} for shape "
+                         f"{tuple(value.shape)} (use {prefix}.ascontiguousarray({name}))")
+    if gpu and value.device.id != xp.cuda.Device().id:
+        raise ValueError(f"{name}: is on GPU {value.device.id}, but the current device is GPU "
+                         f"{xp.cuda.Device().id} (use `with cupy.cuda.Device({value.device.id}):`)")
     return value
 
 
-def labels(value: Any, name: str, rows: int) -> np.ndarray:
-    """A C-contiguous 1-D int32 or int64 NumPy array of `rows` class labels."""
-    if not (isinstance(value, np.ndarray) and value.dtype in (np.int32, np.int64)):
-        raise TypeError(f"{name}: expected a 1-D numpy.ndarray of int32 or int64 class labels, "
+def labels(value: Any, name: str, rows: int, xp: Any = np) -> Any:
+    """A C-contiguous 1-D int32 or int64 array of module `xp` holding `rows` class labels."""
+    kind = "cupy.ndarray" if xp is not np else "numpy.ndarray"
+    matches = is_cupy(value) if xp is not np else isinstance(value, np.ndarray)
+    if not (matches and value.dtype in (np.int32, np.int64)):
+        raise TypeError(f"{name}: expected a 1-D {kind} of int32 or int64 class labels, "
                         f"got {describe(value)}")
-    result = array(value, name, value.dtype, ndim=1)
+    result = array(value, name, value.dtype, ndim=1, xp=xp)
     if result.shape[0] != rows:
         raise ValueError(f"{name}: expected {rows} labels (one per row), got {result.shape[0]}")
     return result
 
 
-def same_shape(value: np.ndarray, name: str, shape: tuple, reference: str) -> None:
-    if value.shape != shape:
-        raise ValueError(f"{name}: expected shape {shape} (the shape of {reference}), got {value.shape}")
+def same_shape(value: Any, name: str, shape: tuple, reference: str) -> None:
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)} (the shape of {reference}), got {tuple(value.shape)}")
 
 
 def output(out: Any, shape: tuple, dtype: Any = FLOAT32, name: str = "out", inputs: dict | None = None,
-           in_place: tuple = ()) -> np.ndarray:
-    """`out` checked to be a writeable C-contiguous array of `shape` that does not overlap the
-    arrays of `inputs` (see no_overlap), or a new array when None."""
+           in_place: tuple = (), xp: Any = np) -> Any:
+    """`out` checked to be a writeable C-contiguous array of module `xp` and of `shape` that does
+    not overlap the arrays of `inputs` (see no_overlap), or a new array when None."""
     if out is None:
-        return np.empty(shape, dtype=dtype)
-    result = array(out, name, dtype)
-    if result.shape != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {result.shape}")
-    if not result.flags.writeable:
+        return xp.empty(shape, dtype=dtype)
+    result = array(out, name, dtype, xp=xp)
+    if tuple(result.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(result.shape)}")
+    if xp is np and not result.flags.writeable:
         raise ValueError(f"{name}: the array is read-only")
     if inputs:
         no_overlap(result, name, inputs, in_place)
     return result
 
 
-def no_overlap(out: np.ndarray, name: str, inputs: dict, in_place: tuple = ()) -> None:
+def data_pointer(value: Any) -> int:
+    """The address of a NumPy or CuPy array's first element."""
+    if is_cupy(value):
+        return value.data.ptr
+    return value.__array_interface__["data"][0]
+
+
+def may_share_memory(first: Any, second: Any) -> bool:
+    """Whether two arrays' memory may overlap: numpy.may_share_memory for NumPy arrays, and for
+    CuPy arrays (C-contiguous, as the ops require) whether their address ranges intersect."""
+    if isinstance(first, np.ndarray) and isinstance(second, np.ndarray):
+        return np.may_share_memory(first, second)
+    if not (is_cupy(first) and is_cupy(second)) or first.nbytes == 0 or second.nbytes == 0:
+        return False
+    first_start, second_start = data_pointer(first), data_pointer(second)
+    return first_start < second_start + second.nbytes and second_start < first_start + first.nbytes
+
+
+def no_overlap(out: Any, name: str, inputs: dict, in_place: tuple = ()) -> None:
     """`out` may not share memory with the arrays of `inputs`, except that it may be exactly
     (same data, same shape) one of the inputs named in `in_place`."""
     for input_name, value in inputs.items():
-        if value is None or not np.may_share_memory(out, value):
+        if value is None or not may_share_memory(out, value):
             continue
-        exact = (out.__array_interface__["data"][0] == value.__array_interface__["data"][0]
-                 and out.shape == value.shape)
+        exact = data_pointer(out) == data_pointer(value) and tuple(out.shape) == tuple(value.shape)
         if input_name in in_place and exact:
             continue
         allowed = f" (it may be {' or '.join(in_place)} itself, for an in-place update)" if in_place else ""

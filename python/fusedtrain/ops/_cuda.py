@@ -1,12 +1,12 @@
-"""CuPy arrays for the ops that have a CUDA kernel: the same checks as ops/_checks.py, on the
-GPU side, and the stream to launch on (CuPy's current stream)."""
+"""What the ops need to call the CUDA kernels once their arguments are checked (ops/_checks.py
+checks both backends): the cupy module, device pointers, CuPy's current stream, and the scratch
+buffer of the reductions."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from .. import _C
-from . import _checks as check
 
 
 def require_backend(op: str) -> Any:
@@ -19,29 +19,18 @@ def require_backend(op: str) -> Any:
     return cupy
 
 
-def array(value: Any, name: str, cupy: Any) -> Any:
-    """A C-contiguous float32 CuPy array on the current device, returned as is."""
-    if not check.is_cupy(value):
-        raise TypeError(f"{name}: expected a cupy.ndarray (the other arguments are on the GPU), "
-                        f"got {check.describe(value)}")
-    if value.dtype != cupy.float32:
-        raise TypeError(f"{name}: expected dtype float32, got {value.dtype}")
-    if not value.flags.c_contiguous:
-        raise ValueError(f"{name}: expected a C-contiguous array (use cupy.ascontiguousarray({name}))")
-    if value.device.id != cupy.cuda.Device().id:
-        raise ValueError(f"{name}: is on GPU {value.device.id}, but the current device is "
-                         f"{cupy.cuda.Device().id}")
-    return value
-
-
-def output(out: Any, shape: tuple, cupy: Any, name: str = "out") -> Any:
-    if out is None:
-        return cupy.empty(shape, dtype=cupy.float32)
-    result = array(out, name, cupy)
-    if tuple(result.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(result.shape)}")
-    return result
+def pointer(array: Optional[Any]) -> int:
+    """The device address of a CuPy array's data, 0 for None (an absent optional argument)."""
+    return 0 if array is None else array.data.ptr
 
 
 def stream(cupy: Any) -> int:
+    """CuPy's current stream as an integer: the kernels launch there, in order with CuPy's own."""
     return cupy.cuda.get_current_stream().ptr
+
+
+def workspace(cupy: Any) -> Any:
+    """The scratch buffer of one GPU reduction, from CuPy's memory pool. Keep the array referenced
+    until the kernels are launched: CuPy then hands the memory out again only to work queued
+    after them on the same stream."""
+    return cupy.empty(_C.cuda_workspace_bytes, dtype=cupy.uint8)

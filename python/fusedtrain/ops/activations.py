@@ -1,6 +1,6 @@
 """Activation functions and their gradients, elementwise on float32 arrays of any shape, plus the
-row-wise softmax. NumPy arrays run on the CPU kernels; relu/leaky_relu/sigmoid/tanh/gelu and
-their gradients also run on CuPy arrays."""
+row-wise softmax. NumPy arrays run on the CPU kernels, CuPy arrays on the CUDA kernels (on
+CuPy's current stream, without waiting for them)."""
 
 from __future__ import annotations
 
@@ -17,33 +17,27 @@ ACTIVATIONS = {"relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4, "gelu": 5}
 
 
 def _forward(name: str, code: int, param: float, x: Any, out: Any) -> Any:
-    if check.is_cupy(x):
-        cupy = _cuda.require_backend(name)
-        x = _cuda.array(x, "x", cupy)
-        out = _cuda.output(out, x.shape, cupy)
-        _C.cuda_activation_forward(code, param, x.data.ptr, out.data.ptr, x.size, _cuda.stream(cupy))
-        return out
-    x = check.array(x, "x")
-    out = check.output(out, x.shape, inputs={"x": x}, in_place=("x",))
-    _C.activation_forward(code, param, x, out)
+    xp = check.array_module(name, x, out)
+    x = check.array(x, "x", xp=xp)
+    out = check.output(out, x.shape, inputs={"x": x}, in_place=("x",), xp=xp)
+    if xp is np:
+        _C.activation_forward(code, param, x, out)
+    else:
+        _C.cuda_activation_forward(code, param, x.data.ptr, out.data.ptr, x.size, _cuda.stream(xp))
     return out
 
 
 def _backward(name: str, code: int, param: float, grad_output: Any, x: Any, out: Any) -> Any:
-    if check.is_cupy(x) or check.is_cupy(grad_output):
-        cupy = _cuda.require_backend(name)
-        x = _cuda.array(x, "x", cupy)
-        grad_output = _cuda.array(grad_output, "grad_output", cupy)
-        check.same_shape(grad_output, "grad_output", tuple(x.shape), "x")
-        out = _cuda.output(out, x.shape, cupy)
-        _C.cuda_activation_backward(code, param, grad_output.data.ptr, x.data.ptr, out.data.ptr, x.size,
-                                    _cuda.stream(cupy))
-        return out
-    x = check.array(x, "x")
-    grad_output = check.array(grad_output, "grad_output")
+    xp = check.array_module(name, grad_output, x, out)
+    x = check.array(x, "x", xp=xp)
+    grad_output = check.array(grad_output, "grad_output", xp=xp)
     check.same_shape(grad_output, "grad_output", x.shape, "x")
-    out = check.output(out, x.shape, inputs={"grad_output": grad_output, "x": x}, in_place=("grad_output",))
-    _C.activation_backward(code, param, grad_output, x, out)
+    out = check.output(out, x.shape, inputs={"grad_output": grad_output, "x": x}, in_place=("grad_output",), xp=xp)
+    if xp is np:
+        _C.activation_backward(code, param, grad_output, x, out)
+    else:
+        _C.cuda_activation_backward(code, param, grad_output.data.ptr, x.data.ptr, out.data.ptr, x.size,
+                                    _cuda.stream(xp))
     return out
 
 
@@ -97,13 +91,24 @@ def gelu_grad(grad_output: np.ndarray, x: np.ndarray, out: Optional[np.ndarray] 
     return _backward("gelu_grad", 5, 0.0, grad_output, x, out)
 
 
-def softmax(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """Softmax over the last axis (max-subtracted, so large inputs do not overflow)."""
-    x = check.array(x, "x")
+def _softmax_rows(x: Any) -> tuple:
+    """(rows, cols) of the softmax over the last axis of x."""
     if x.ndim == 0:
         raise ValueError("x: softmax needs at least 1 dimension, got a 0-D array")
-    out = check.output(out, x.shape, inputs={"x": x}, in_place=("x",))
-    _C.softmax_forward(x, out)
+    cols = x.shape[-1]
+    return (x.size // cols if cols else 0), cols
+
+
+def softmax(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Softmax over the last axis (max-subtracted, so large inputs do not overflow)."""
+    xp = check.array_module("softmax", x, out)
+    x = check.array(x, "x", xp=xp)
+    rows, cols = _softmax_rows(x)
+    out = check.output(out, x.shape, inputs={"x": x}, in_place=("x",), xp=xp)
+    if xp is np:
+        _C.softmax_forward(x, out)
+    else:
+        _C.cuda_softmax_forward(x.data.ptr, out.data.ptr, rows, cols, _cuda.stream(xp))
     return out
 
 
@@ -111,11 +116,14 @@ def softmax_grad(grad_output: np.ndarray, x: np.ndarray, out: Optional[np.ndarra
     """Gradient of softmax over the last axis: s * (grad_output - sum(grad_output * s)) with
     s = softmax(x), x being the forward's input (like every ``*_grad`` op). ``out`` may be ``x``
     itself, but not ``grad_output``."""
-    x = check.array(x, "x")
-    if x.ndim == 0:
-        raise ValueError("x: softmax needs at least 1 dimension, got a 0-D array")
-    grad_output = check.array(grad_output, "grad_output")
+    xp = check.array_module("softmax_grad", grad_output, x, out)
+    x = check.array(x, "x", xp=xp)
+    rows, cols = _softmax_rows(x)
+    grad_output = check.array(grad_output, "grad_output", xp=xp)
     check.same_shape(grad_output, "grad_output", x.shape, "x")
-    out = check.output(out, x.shape, inputs={"grad_output": grad_output, "x": x}, in_place=("x",))
-    _C.softmax_backward(grad_output, x, out)
+    out = check.output(out, x.shape, inputs={"grad_output": grad_output, "x": x}, in_place=("x",), xp=xp)
+    if xp is np:
+        _C.softmax_backward(grad_output, x, out)
+    else:
+        _C.cuda_softmax_backward(grad_output.data.ptr, x.data.ptr, out.data.ptr, rows, cols, _cuda.stream(xp))
     return out

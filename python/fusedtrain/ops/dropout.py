@@ -1,5 +1,6 @@
 """Dropout from a counter-based Philox stream: the mask of element i depends only on
-(seed, step, i), so the same call gives the same mask on every machine and thread count."""
+(seed, step, i), so the same call gives the same mask on every machine and thread count, and on
+the GPU (CuPy arrays) the same mask as on the CPU."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from .. import _C
 from . import _checks as check
+from . import _cuda
 
 
 def _rate(rate: float) -> float:
@@ -25,10 +27,15 @@ def dropout(x: np.ndarray, rate: float, *, seed: int, step: int, out: Optional[n
     rate = _rate(rate)
     seed = check.integer(seed, "seed", low=0, high=2**64 - 1)
     step = check.integer(step, "step", low=0, high=2**64 - 1)
-    x = check.array(x, "x")
-    out = check.output(out, x.shape, inputs={"x": x}, in_place=("x",))
-    mask_out = check.output(mask_out, x.shape, dtype=np.uint8, name="mask_out", inputs={"x": x, "out": out})
-    _C.dropout_forward(x, out, mask_out, rate, seed, step)
+    xp = check.array_module("dropout", x, out, mask_out)
+    x = check.array(x, "x", xp=xp)
+    out = check.output(out, x.shape, inputs={"x": x}, in_place=("x",), xp=xp)
+    mask_out = check.output(mask_out, x.shape, dtype=np.uint8, name="mask_out", inputs={"x": x, "out": out}, xp=xp)
+    if xp is np:
+        _C.dropout_forward(x, out, mask_out, rate, seed, step)
+    else:
+        _C.cuda_dropout_forward(x.data.ptr, out.data.ptr, mask_out.data.ptr, x.size, rate, seed, step,
+                                _cuda.stream(xp))
     return out, mask_out
 
 
@@ -37,10 +44,15 @@ def dropout_grad(grad_output: np.ndarray, mask: np.ndarray, rate: float,
     """grad_output * mask / (1 - rate): the gradient of ``dropout`` with the mask it returned.
     ``out`` may be ``grad_output`` itself."""
     rate = _rate(rate)
-    grad_output = check.array(grad_output, "grad_output")
-    mask = check.array(mask, "mask", dtype=np.uint8)
+    xp = check.array_module("dropout_grad", grad_output, mask, out)
+    grad_output = check.array(grad_output, "grad_output", xp=xp)
+    mask = check.array(mask, "mask", dtype=np.uint8, xp=xp)
     check.same_shape(mask, "mask", grad_output.shape, "grad_output")
     out = check.output(out, grad_output.shape, inputs={"grad_output": grad_output, "mask": mask},
-                       in_place=("grad_output",))
-    _C.dropout_backward(grad_output, mask, out, rate)
+                       in_place=("grad_output",), xp=xp)
+    if xp is np:
+        _C.dropout_backward(grad_output, mask, out, rate)
+    else:
+        _C.cuda_dropout_backward(grad_output.data.ptr, mask.data.ptr, out.data.ptr, grad_output.size, rate,
+                                 _cuda.stream(xp))
     return out

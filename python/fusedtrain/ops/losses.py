@@ -1,25 +1,31 @@
 """Losses with their gradient in one pass: each returns ``(loss, grad)`` where grad is the
-gradient of the (reduced) loss with respect to the predictions or logits."""
+gradient of the (reduced) loss with respect to the predictions or logits.
+
+On CuPy arrays the kernels run on the GPU and the loss comes back as a Python float: the call
+waits for CuPy's current stream to reach it (one synchronization per call); the gradient is
+complete when the call returns."""
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
 from .. import _C
 from . import _checks as check
+from . import _cuda
 
 REDUCTIONS = {"mean": 0, "sum": 1}
 
 
-def _pair(pred: np.ndarray, target: np.ndarray, pred_name: str) -> Tuple[np.ndarray, np.ndarray]:
-    pred = check.array(pred, pred_name)
-    target = check.array(target, "target")
+def _pair(op: str, pred: Any, target: Any, out: Any, pred_name: str) -> Tuple[Any, Any, Any]:
+    xp = check.array_module(op, pred, target, out)
+    pred = check.array(pred, pred_name, xp=xp)
+    target = check.array(target, "target", xp=xp)
     check.same_shape(target, "target", pred.shape, pred_name)
     if pred.size == 0:
-        raise ValueError(f"{pred_name}: the loss of an empty batch is undefined (got shape {pred.shape})")
-    return pred, target
+        raise ValueError(f"{pred_name}: the loss of an empty batch is undefined (got shape {tuple(pred.shape)})")
+    return xp, pred, target
 
 
 def mse(pred: np.ndarray, target: np.ndarray, reduction: str = "mean",
@@ -28,9 +34,14 @@ def mse(pred: np.ndarray, target: np.ndarray, reduction: str = "mean",
 
     ``out`` receives the gradient (it may be ``pred`` itself)."""
     code = check.choice(reduction, "reduction", REDUCTIONS)
-    pred, target = _pair(pred, target, "pred")
-    out = check.output(out, pred.shape, inputs={"pred": pred, "target": target}, in_place=("pred",))
-    loss = _C.mse_loss(pred, target, out, code)
+    xp, pred, target = _pair("mse", pred, target, out, "pred")
+    out = check.output(out, pred.shape, inputs={"pred": pred, "target": target}, in_place=("pred",), xp=xp)
+    if xp is np:
+        loss = _C.mse_loss(pred, target, out, code)
+    else:
+        workspace = _cuda.workspace(xp)
+        loss = _C.cuda_mse_loss(pred.data.ptr, target.data.ptr, out.data.ptr, pred.size, code, workspace.data.ptr,
+                                _cuda.stream(xp))
     return loss, out
 
 
@@ -41,9 +52,14 @@ def binary_cross_entropy(logits: np.ndarray, target: np.ndarray, reduction: str 
 
     ``out`` receives the gradient (it may be ``logits`` itself)."""
     code = check.choice(reduction, "reduction", REDUCTIONS)
-    logits, target = _pair(logits, target, "logits")
-    out = check.output(out, logits.shape, inputs={"logits": logits, "target": target}, in_place=("logits",))
-    loss = _C.binary_cross_entropy_loss(logits, target, out, code)
+    xp, logits, target = _pair("binary_cross_entropy", logits, target, out, "logits")
+    out = check.output(out, logits.shape, inputs={"logits": logits, "target": target}, in_place=("logits",), xp=xp)
+    if xp is np:
+        loss = _C.binary_cross_entropy_loss(logits, target, out, code)
+    else:
+        workspace = _cuda.workspace(xp)
+        loss = _C.cuda_binary_cross_entropy_loss(logits.data.ptr, target.data.ptr, out.data.ptr, logits.size, code,
+                                                 workspace.data.ptr, _cuda.stream(xp))
     return loss, out
 
 
@@ -52,18 +68,29 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, reduction: str
     """Softmax cross-entropy of a (rows, classes) array of logits against one int32/int64 label
     per row; mean over rows (or sum). The gradient is softmax(logits) - onehot(labels) (scaled).
     A label outside [0, classes) raises ValueError. ``out`` receives the gradient (it may be
-    ``logits`` itself)."""
+    ``logits`` itself).
+
+    On the GPU the labels are checked by the kernel itself and the error is raised once the
+    loss is read back; ``out`` then holds the softmax of the rows, not a gradient (on the CPU,
+    nothing is written)."""
     code = check.choice(reduction, "reduction", REDUCTIONS)
-    logits = check.array(logits, "logits", ndim=2)
+    xp = check.array_module("softmax_cross_entropy", logits, labels, out)
+    logits = check.array(logits, "logits", ndim=2, xp=xp)
     rows, classes = logits.shape
     if rows == 0:
-        raise ValueError(f"logits: the loss of an empty batch is undefined (got shape {logits.shape})")
+        raise ValueError(f"logits: the loss of an empty batch is undefined (got shape {tuple(logits.shape)})")
     if classes == 0:
-        raise ValueError(f"logits: expected at least one class column, got shape {logits.shape}")
-    labels = check.labels(labels, "labels", rows)
-    out = check.output(out, logits.shape, inputs={"logits": logits, "labels": labels}, in_place=("logits",))
+        raise ValueError(f"logits: expected at least one class column, got shape {tuple(logits.shape)}")
+    labels = check.labels(labels, "labels", rows, xp=xp)
+    out = check.output(out, logits.shape, inputs={"logits": logits, "labels": labels}, in_place=("logits",), xp=xp)
     try:
-        loss = _C.softmax_cross_entropy_loss(logits, labels, out, code)
+        if xp is np:
+            loss = _C.softmax_cross_entropy_loss(logits, labels, out, code)
+        else:
+            workspace = _cuda.workspace(xp)
+            label_bits = 32 if labels.dtype == np.int32 else 64
+            loss = _C.cuda_softmax_cross_entropy_loss(logits.data.ptr, labels.data.ptr, label_bits, out.data.ptr, rows,
+                                                      classes, code, workspace.data.ptr, _cuda.stream(xp))
     except ValueError as error:
         raise ValueError(f"labels: {error}") from None
     return loss, out

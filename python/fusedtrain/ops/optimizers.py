@@ -1,32 +1,37 @@
 """Fused optimizer steps: one in-place pass over a parameter buffer, its gradient and the
-optimizer state (float32 arrays of one shape), and global-norm gradient clipping."""
+optimizer state (float32 arrays of one shape), and global-norm gradient clipping. NumPy arrays
+run on the CPU; CuPy arrays on the GPU, each step as one kernel launch on CuPy's current stream
+(clip_grad_norm returns the norm as a Python float, so it waits for that stream)."""
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from .. import _C
 from . import _checks as check
+from . import _cuda
 
 
-def _buffers(param: np.ndarray, grad: np.ndarray, **state: np.ndarray) -> tuple:
-    """param and the state arrays (writeable) and grad, all of param's shape, none overlapping."""
-    param = check.array(param, "param")
+def _buffers(op: str, param: Any, grad: Any, **state: Any) -> tuple:
+    """The array module, then param and the state arrays (writeable) and grad, all of param's
+    shape, none overlapping."""
+    xp = check.array_module(op, param, grad, *state.values())
+    param = check.array(param, "param", xp=xp)
     arrays = {"param": param, "grad": grad, **state}
     for name, value in arrays.items():
-        arrays[name] = value = check.array(value, name)
+        arrays[name] = value = check.array(value, name, xp=xp)
         check.same_shape(value, name, param.shape, "param")
-        if name != "grad" and not value.flags.writeable:
+        if xp is np and name != "grad" and not value.flags.writeable:
             raise ValueError(f"{name}: the array is read-only")
     names = list(arrays)
     for i, first in enumerate(names):
         for second in names[i + 1:]:
-            if np.may_share_memory(arrays[first], arrays[second]):
+            if check.may_share_memory(arrays[first], arrays[second]):
                 raise ValueError(f"{second}: shares memory with {first}; each buffer must be separate")
-    return tuple(arrays.values())
+    return (xp, *arrays.values())
 
 
 def sgd_step(param: np.ndarray, grad: np.ndarray, velocity: Optional[np.ndarray] = None, *, lr: float,
@@ -43,10 +48,14 @@ def sgd_step(param: np.ndarray, grad: np.ndarray, velocity: Optional[np.ndarray]
     if momentum != 0.0 and velocity is None:
         raise ValueError("velocity: momentum > 0 needs a velocity buffer (np.zeros_like(param))")
     if velocity is None:
-        param, grad = _buffers(param, grad)
+        xp, param, grad = _buffers("sgd_step", param, grad)
     else:
-        param, grad, velocity = _buffers(param, grad, velocity=velocity)
-    _C.sgd_step(param, grad, velocity, lr, momentum, bool(nesterov), weight_decay)
+        xp, param, grad, velocity = _buffers("sgd_step", param, grad, velocity=velocity)
+    if xp is np:
+        _C.sgd_step(param, grad, velocity, lr, momentum, bool(nesterov), weight_decay)
+    else:
+        _C.cuda_sgd_step(param.data.ptr, grad.data.ptr, _cuda.pointer(velocity), param.size, lr, momentum,
+                         bool(nesterov), weight_decay, _cuda.stream(xp))
 
 
 def adam_step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, *, step: int,
@@ -60,8 +69,12 @@ def adam_step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray,
     beta2 = check.real(beta2, "beta2", low=0.0, high=1.0, high_open=True)
     eps = check.real(eps, "eps", low=0.0)
     weight_decay = check.real(weight_decay, "weight_decay", low=0.0)
-    param, grad, m, v = _buffers(param, grad, m=m, v=v)
-    _C.adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, bool(decoupled))
+    xp, param, grad, m, v = _buffers("adam_step", param, grad, m=m, v=v)
+    if xp is np:
+        _C.adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, bool(decoupled))
+    else:
+        _C.cuda_adam_step(param.data.ptr, grad.data.ptr, m.data.ptr, v.data.ptr, param.size, step, lr, beta1, beta2,
+                          eps, weight_decay, bool(decoupled), _cuda.stream(xp))
 
 
 def rmsprop_step(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, *, lr: float,
@@ -73,15 +86,20 @@ def rmsprop_step(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, *,
     alpha = check.real(alpha, "alpha", low=0.0, high=1.0)
     eps = check.real(eps, "eps", low=0.0)
     weight_decay = check.real(weight_decay, "weight_decay", low=0.0)
-    param, grad, square_avg = _buffers(param, grad, square_avg=square_avg)
-    _C.rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay)
+    xp, param, grad, square_avg = _buffers("rmsprop_step", param, grad, square_avg=square_avg)
+    if xp is np:
+        _C.rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay)
+    else:
+        _C.cuda_rmsprop_step(param.data.ptr, grad.data.ptr, square_avg.data.ptr, param.size, lr, alpha, eps,
+                             weight_decay, _cuda.stream(xp))
 
 
 def clip_grad_norm(grads: Union[np.ndarray, Sequence[np.ndarray]], max_norm: float) -> float:
     """Scales the gradients in place so that their global L2 norm is at most ``max_norm``
     (factor ``max_norm / (norm + 1e-6)``, as PyTorch) and returns the norm before clipping.
     A non-finite norm is returned as is and nothing is scaled. ``grads`` is one array or a
-    sequence of arrays that do not share memory."""
+    sequence of arrays that do not share memory, all NumPy or all CuPy. On the GPU the norm is
+    reduced and the scaling decided on the device; reading the norm back waits for the stream."""
     max_norm = check.real(max_norm, "max_norm", low=0.0, low_open=True)
     single = isinstance(grads, np.ndarray) or check.is_cupy(grads)
     if single:
@@ -92,11 +110,14 @@ def clip_grad_norm(grads: Union[np.ndarray, Sequence[np.ndarray]], max_norm: flo
                             f"got {check.describe(grads)}")
         arrays = list(grads)
         names = [f"grads[{index}]" for index in range(len(arrays))]
+    xp = check.array_module("clip_grad_norm", *arrays)
     for value, name in zip(arrays, names):
-        check.array(value, name)
-        if not value.flags.writeable:
+        check.array(value, name, xp=xp)
+        if xp is np and not value.flags.writeable:
             raise ValueError(f"{name}: the array is read-only")
     _check_disjoint(arrays, names)
+    if xp is not np:
+        return _clip_on_gpu(xp, arrays, max_norm)
     norm = math.sqrt(sum(_C.sum_of_squares(value) for value in arrays))
     if math.isfinite(norm) and norm > max_norm:
         factor = max_norm / (norm + 1e-6)
@@ -105,10 +126,22 @@ def clip_grad_norm(grads: Union[np.ndarray, Sequence[np.ndarray]], max_norm: flo
     return norm
 
 
+def _clip_on_gpu(cupy: Any, arrays: list, max_norm: float) -> float:
+    """clip_grad_norm on CuPy arrays: the sums of squares accumulate in one workspace, every
+    array is scaled by a kernel that reads the norm there, and the norm is read back last."""
+    workspace = _cuda.workspace(cupy)
+    stream = _cuda.stream(cupy)
+    for index, value in enumerate(arrays):
+        _C.cuda_sum_of_squares(value.data.ptr, value.size, index > 0, workspace.data.ptr, stream)
+    for value in arrays:
+        _C.cuda_clip_scale(value.data.ptr, value.size, max_norm, workspace.data.ptr, stream)
+    return math.sqrt(_C.cuda_read_result(workspace.data.ptr, stream))
+
+
 def _check_disjoint(arrays: list, names: list) -> None:
     """No two of the (C-contiguous) arrays overlap: an array listed twice would be counted twice
     in the norm and scaled twice. Sorting by address keeps this linear-logarithmic."""
-    spans = sorted((value.__array_interface__["data"][0], value.nbytes, name)
+    spans = sorted((check.data_pointer(value), value.nbytes, name)
                    for value, name in zip(arrays, names) if value.nbytes > 0)
     for (start, size, name), (next_start, _, next_name) in zip(spans, spans[1:]):
         if next_start < start + size:

@@ -1,4 +1,6 @@
-"""Reductions used by training: the bias gradient (column sums), row argmax and accuracy."""
+"""Reductions used by training: the bias gradient (column sums), row argmax and accuracy.
+NumPy arrays run on the CPU, CuPy arrays on the GPU (accuracy returns a Python float, so on the
+GPU it waits for CuPy's current stream)."""
 
 from __future__ import annotations
 
@@ -8,34 +10,52 @@ import numpy as np
 
 from .. import _C
 from . import _checks as check
+from . import _cuda
 
 
 def bias_grad(grad_output: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Column sums of a (rows, cols) gradient: the gradient of a bias added to every row."""
-    grad_output = check.array(grad_output, "grad_output", ndim=2)
-    out = check.output(out, (grad_output.shape[1],), inputs={"grad_output": grad_output})
-    _C.bias_grad(grad_output, out)
+    xp = check.array_module("bias_grad", grad_output, out)
+    grad_output = check.array(grad_output, "grad_output", ndim=2, xp=xp)
+    out = check.output(out, (grad_output.shape[1],), inputs={"grad_output": grad_output}, xp=xp)
+    if xp is np:
+        _C.bias_grad(grad_output, out)
+    else:
+        rows, cols = grad_output.shape
+        workspace = _cuda.workspace(xp)
+        _C.cuda_bias_grad(grad_output.data.ptr, out.data.ptr, rows, cols, workspace.data.ptr, _cuda.stream(xp))
     return out
 
 
 def argmax(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Index (int64) of the largest value of each row of a 2-D array; the first on ties, and a
     NaN counts as the largest, as in numpy.argmax(x, axis=1)."""
-    x = check.array(x, "x", ndim=2)
+    xp = check.array_module("argmax", x, out)
+    x = check.array(x, "x", ndim=2, xp=xp)
     if x.shape[1] == 0 and x.shape[0] > 0:
-        raise ValueError(f"x: argmax of rows with no columns is undefined (got shape {x.shape})")
-    out = check.output(out, (x.shape[0],), dtype=np.int64)
-    _C.argmax_rows(x, out)
+        raise ValueError(f"x: argmax of rows with no columns is undefined (got shape {tuple(x.shape)})")
+    out = check.output(out, (x.shape[0],), dtype=np.int64, xp=xp)
+    if xp is np:
+        _C.argmax_rows(x, out)
+    else:
+        _C.cuda_argmax_rows(x.data.ptr, out.data.ptr, x.shape[0], x.shape[1], _cuda.stream(xp))
     return out
 
 
 def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of rows of ``scores`` (rows, classes) whose argmax equals the int32/int64 label."""
-    scores = check.array(scores, "scores", ndim=2)
+    xp = check.array_module("accuracy", scores, labels)
+    scores = check.array(scores, "scores", ndim=2, xp=xp)
     rows, classes = scores.shape
     if rows == 0:
         raise ValueError("scores: the accuracy of an empty batch is undefined")
     if classes == 0:
-        raise ValueError(f"scores: expected at least one class column, got shape {scores.shape}")
-    labels = check.labels(labels, "labels", rows)
-    return _C.count_correct(scores, labels) / rows
+        raise ValueError(f"scores: expected at least one class column, got shape {tuple(scores.shape)}")
+    labels = check.labels(labels, "labels", rows, xp=xp)
+    if xp is np:
+        return _C.count_correct(scores, labels) / rows
+    workspace = _cuda.workspace(xp)
+    label_bits = 32 if labels.dtype == np.int32 else 64
+    correct = _C.cuda_count_correct(scores.data.ptr, labels.data.ptr, label_bits, rows, classes, workspace.data.ptr,
+                                    _cuda.stream(xp))
+    return correct / rows
