@@ -12,6 +12,7 @@ import pytest
 
 import fusedtrain as ft
 from fusedtrain import layers
+from references import reference_activation
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -77,23 +78,6 @@ def test_regression_on_a_known_function():
 
 
 # Gradient check ---------------------------------------------------------------------------------
-
-def reference_activation(name, z, slope):
-    if name is None:
-        return z
-    if name == "relu":
-        return np.maximum(z, 0.0)
-    if name == "leaky_relu":
-        return np.where(z > 0, z, slope * z)
-    if name == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-z))
-    if name == "tanh":
-        return np.tanh(z)
-    if name == "gelu":
-        return 0.5 * z * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z ** 3)))
-    exp = np.exp(z - z.max(axis=1, keepdims=True))
-    return exp / exp.sum(axis=1, keepdims=True)
-
 
 def reference_loss(model, flat, x, y, loss):
     """The model's loss in float64 with the parameters ``flat`` (laid out as model.parameters:

@@ -2,6 +2,7 @@
 // element (bias corrections, decay factors) into these structs once per step.
 #pragma once
 #include <cmath>
+#include <cstdint>
 
 #include "common/macros.h"
 
@@ -35,6 +36,23 @@ struct AdamHyper {
   float step_size;             // lr / (1 - beta1^step)
   float inv_sqrt_correction2;  // 1 / sqrt(1 - beta2^step)
 };
+
+// Adam's per-step constants, computed on the host once per step: the bias corrections in
+// double (beta^step underflows gracefully and 1 - beta^step keeps its digits), folded into
+// the step size.
+static inline AdamHyper adam_hyper(float lr, float beta1, float beta2, float eps, float weight_decay,
+                                   bool decoupled, int64_t step) {
+  double correction1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
+  double correction2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
+  return AdamHyper{lr,
+                   beta1,
+                   beta2,
+                   eps,
+                   weight_decay,
+                   decoupled,
+                   static_cast<float>(lr / correction1),
+                   static_cast<float>(1.0 / std::sqrt(correction2))};
+}
 
 FT_HD void adam_update(float& param, float grad, float& m, float& v, const AdamHyper& h) {
   if (h.decoupled) {

@@ -101,17 +101,7 @@ void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float
 void adam_step(float* param, const float* grad, float* m, float* v, int64_t n, int64_t step, float lr, float beta1,
                float beta2, float eps, float weight_decay, bool decoupled, std::uintptr_t stream) {
   if (n == 0) return;
-  // The bias corrections as on the CPU: in double, folded into the step size once per step.
-  const double correction1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
-  const double correction2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
-  const optim::AdamHyper hyper{lr,
-                               beta1,
-                               beta2,
-                               eps,
-                               weight_decay,
-                               decoupled,
-                               static_cast<float>(lr / correction1),
-                               static_cast<float>(1.0 / std::sqrt(correction2))};
+  const optim::AdamHyper hyper = optim::adam_hyper(lr, beta1, beta2, eps, weight_decay, decoupled, step);
   launch("adam_kernel", adam_kernel, dim3(optimizer_blocks(n)), dim3(kThreads), 0, stream, param, grad, m, v, n, hyper,
          all_aligned(param, grad, m, v));
 }

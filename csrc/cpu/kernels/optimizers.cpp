@@ -30,17 +30,7 @@ void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float
 
 void adam_step(float* param, const float* grad, float* m, float* v, int64_t n, int64_t step, float lr,
                float beta1, float beta2, float eps, float weight_decay, bool decoupled) {
-  // Bias corrections in double: beta^step underflows gracefully and 1 - beta^step keeps its digits.
-  double correction1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
-  double correction2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
-  const optim::AdamHyper hyper{lr,
-                               beta1,
-                               beta2,
-                               eps,
-                               weight_decay,
-                               decoupled,
-                               static_cast<float>(lr / correction1),
-                               static_cast<float>(1.0 / std::sqrt(correction2))};
+  const optim::AdamHyper hyper = optim::adam_hyper(lr, beta1, beta2, eps, weight_decay, decoupled, step);
   parallel_for(n, kOptimizerChunk, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) optim::adam_update(param[i], grad[i], m[i], v[i], hyper);
   });
