@@ -37,7 +37,7 @@ constexpr int64_t NR = 8;
 #endif
 // kc x NR B panel (16 KiB at kc = 256) stays in L1; MC x kc A block (144 KiB) in L2;
 // kc x NC B block (3 MiB) in L3.
-constexpr int64_t KC = 256;
+constexpr int64_t KC = 320;
 constexpr int64_t MC = MR * 24;
 constexpr int64_t NC = NR * 192;
 
@@ -181,6 +181,12 @@ void micro_kernel(int64_t depth, const PanelA& a, const float* b, float* c, int6
   const float *a0_row = a.row[0], *a1_row = a.row[1], *a2_row = a.row[2];
   const float *a3_row = a.row[3], *a4_row = a.row[4], *a5_row = a.row[5];
   const int64_t step = a.step;
+  // C's tile is read (beta != 0 or a later k block) and written when the loop ends: start
+  // bringing its rows in now, behind the multiply.
+  for (int64_t i = 0; i < rows; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + cols - 1), _MM_HINT_T0);
+  }
   __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
   __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
   __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();

@@ -30,10 +30,12 @@ def array_module(op: str, *values: Any) -> Any:
     """The array module an op runs with: cupy when any of `values` is a CuPy array (once it is
     certain that the GPU kernels are there), numpy otherwise. Every array argument of the op
     must then belong to that module; `array` says so, naming the argument that does not."""
-    if any(is_cupy(value) for value in values):
-        from . import _cuda
+    for value in values:
+        # NumPy arrays and None, the common case, are settled without the module-name test.
+        if value is not None and type(value) is not np.ndarray and is_cupy(value):
+            from . import _cuda
 
-        return _cuda.require_backend(op)
+            return _cuda.require_backend(op)
     return np
 
 
