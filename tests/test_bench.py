@@ -1,0 +1,119 @@
+"""The kernel benchmark runs end to end and reports every row; it checks results, never speed."""
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fusedtrain import bench
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (op, size) of rows that `fusedtrain bench --quick` must report.
+EXPECTED_ROWS = [
+    ("NN square", "64x64 @ 64x64"),
+    ("NN square", "256x256 @ 256x256"),
+    ("NN forward Z = X W, 784-512", "256x784 @ 784x512"),
+    ("TN dW = X^T dZ, 784-512", "784x256 @ 256x512"),
+    ("NT dX = dZ W^T, 784-512", "256x512 @ 512x784"),
+    ("NN forward Z = X W, 256-10", "256x256 @ 256x10"),
+    ("TN dW = X^T dZ, 512-256", "512x256 @ 256x256"),
+    ("NT dX = dZ W^T, 256-10", "256x10 @ 10x256"),
+    ("relu(X W + b), 784-512, vs expression", "256x784 @ 784x512"),
+    ("relu(X W + b), 784-512, vs out=", "256x784 @ 784x512"),
+    ("relu", "256K"), ("relu_grad", "256K"), ("sigmoid", "256K"), ("sigmoid_grad", "256K"),
+    ("tanh", "256K"), ("tanh_grad", "256K"), ("gelu", "256K"), ("gelu_grad", "256K"),
+    ("softmax_cross_entropy", "256x10"), ("mse", "256x10"),
+    ("adam", "256K"), ("sgd momentum", "256K"),
+]
+
+
+def _table_rows(text):
+    """{(op, size): [the five figures after them]} from the Markdown tables in text."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 7 and cells[0] != "op":
+            rows[(cells[0], cells[1])] = cells[2:]
+    return rows
+
+
+def _check_tables(text):
+    rows = _table_rows(text)
+    for key in EXPECTED_ROWS:
+        assert key in rows, f"row {key} missing from the benchmark output:\n{text}"
+    for key, (ours_time, numpy_time, ours_rate, numpy_rate, ratio) in rows.items():
+        for time_cell in (ours_time, numpy_time):
+            assert re.fullmatch(r"[0-9.e+-]+ (s|ms|us|ns)", time_cell), (key, time_cell)
+        # Only that each figure is a positive number: the speed itself is not the test's business.
+        for figure in (ours_rate, numpy_rate, ratio):
+            assert math.isfinite(float(figure)) and float(figure) > 0, (key, figure)
+    assert "MISMATCH" not in text
+
+
+def test_cli_quick_reports_every_row():
+    completed = subprocess.run([sys.executable, "-m", "fusedtrain", "bench", "--quick"],
+                               capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr
+    out = completed.stdout
+    assert bench.RATIO_CONVENTION in out
+    for title in ("Matrix multiply", "Dense forward", "Activations", "Losses", "Optimizer steps"):
+        assert f"### {title}" in out
+    assert re.search(r"^numpy BLAS: \S+", out, re.MULTILINE)
+    _check_tables(out)
+
+
+def test_cli_rejects_zero_threads():
+    completed = subprocess.run([sys.executable, "-m", "fusedtrain", "bench", "--quick", "--threads", "0"],
+                               capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert completed.returncode == 2
+    assert "--threads" in completed.stderr
+
+
+def test_script_writes_markdown_with_machine_and_command(tmp_path):
+    out_file = tmp_path / "results" / "kernels.md"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_kernels.py"), "--quick", "--threads", "1",
+         "--note", "a shared machine", "--out", str(out_file)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr
+    text = out_file.read_text(encoding="utf-8")
+    assert f"python bench/bench_kernels.py --quick --threads 1 --note 'a shared machine' --out {out_file}" in text
+    for key in ("date", "cpu", "logical cores", "numpy", "numpy BLAS", "fusedtrain"):
+        assert f"| {key} | " in text
+    assert "- a shared machine" in text
+    assert "## 1 thread\n" in text and "Threads: 1 for fusedtrain and NumPy" in text
+    _check_tables(text)
+
+
+def test_runs_without_threadpoolctl_and_says_so(monkeypatch, capsys):
+    import fusedtrain
+
+    # A None entry in sys.modules makes `import threadpoolctl` raise ImportError.
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    threads_before = fusedtrain.get_num_threads()
+    assert bench.run(quick=True, threads=1) == 0
+    assert fusedtrain.get_num_threads() == threads_before
+    out = capsys.readouterr().out
+    assert sum("threadpoolctl is not installed" in line for line in out.splitlines()) == 1
+    assert "NumPy's BLAS at its default: threadpoolctl missing" in out
+    _check_tables(out)
+
+
+def test_disagreement_is_reported():
+    # A NumPy side that differs from fusedtrain's by 1e-3 of its scale must be flagged.
+    values = np.linspace(-1.0, 1.0, 17, dtype=np.float32)
+    shifted = values + np.float32(2e-3)
+    wrong = bench._Case("relu", "17", 8.0 * 17, lambda: values, lambda: shifted, 1e-5)
+    message = bench._disagreement(wrong)
+    assert message is not None and "relu [17]" in message
+    right = bench._Case("relu", "17", 8.0 * 17, lambda: values, lambda: values.copy(), 1e-5)
+    assert bench._disagreement(right) is None
+    nan = bench._Case("relu", "17", 8.0 * 17, lambda: np.full(17, np.nan, np.float32), lambda: values, 1e-5)
+    assert bench._disagreement(nan) is not None
+
+    report = bench.Report(threads=1, quick=True, blas_threads_set=True, failures=[message])
+    assert f"MISMATCH: {message}" in bench.render(report)
