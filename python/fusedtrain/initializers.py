@@ -193,12 +193,7 @@ _BY_NAME: Dict[str, Callable[[], Initializer]] = {
 
 def get(identifier: Union[str, Initializer]) -> Initializer:
     """The initializer named by ``identifier`` (with its default arguments), or the object itself."""
-    if isinstance(identifier, Initializer):
-        return identifier
-    if isinstance(identifier, str) and identifier in _BY_NAME:
-        return _BY_NAME[identifier]()
-    raise ValueError(f"initializer: expected an Initializer or one of {', '.join(repr(n) for n in _BY_NAME)}, "
-                     f"got {identifier!r}")
+    return check.instance_or_named(identifier, "initializer", Initializer, _BY_NAME, "an Initializer or one of")
 
 
 # Keras' function-style names, e.g. fusedtrain.initializers.random_normal(stddev=0.1).

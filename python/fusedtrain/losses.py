@@ -17,6 +17,7 @@ from typing import Optional, Union
 import numpy as np
 
 from . import ops
+from .ops import _checks as check
 from .data import to_float32
 
 
@@ -157,9 +158,4 @@ _BY_NAME = {
 
 def get(identifier: Union[str, Loss]) -> Loss:
     """The loss named by ``identifier``, or the object itself."""
-    if isinstance(identifier, Loss):
-        return identifier
-    if isinstance(identifier, str) and identifier in _BY_NAME:
-        return _BY_NAME[identifier]()
-    raise ValueError(f"loss: expected a Loss or one of {', '.join(repr(n) for n in _BY_NAME)}, "
-                     f"got {identifier!r}")
+    return check.instance_or_named(identifier, "loss", Loss, _BY_NAME, "a Loss or one of")

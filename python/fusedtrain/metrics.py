@@ -15,6 +15,7 @@ from typing import Union
 import numpy as np
 
 from . import ops
+from .ops import _checks as check
 from .losses import Loss
 
 
@@ -89,9 +90,4 @@ _BY_NAME = {
 def get(identifier: Union[str, Metric]) -> Metric:
     """The metric named by ``identifier``, or the object itself; its ``name`` is the key in the
     training history ("accuracy", "mae", "mse", whatever alias was given)."""
-    if isinstance(identifier, Metric):
-        return identifier
-    if isinstance(identifier, str) and identifier in _BY_NAME:
-        return _BY_NAME[identifier]()
-    raise ValueError(f"metrics: expected Metric objects or names among {', '.join(repr(n) for n in _BY_NAME)}, "
-                     f"got {identifier!r}")
+    return check.instance_or_named(identifier, "metrics", Metric, _BY_NAME, "Metric objects or names among")

@@ -247,9 +247,5 @@ _BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 def get(identifier: Union[str, Optimizer]) -> Optimizer:
     """A new optimizer with default arguments for a name ("sgd", "adam", "adamw", "rmsprop"), or
     the object itself."""
-    if isinstance(identifier, Optimizer):
-        return identifier
-    if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
-        return _BY_NAME[identifier.lower()]()
-    raise ValueError(f"optimizer: expected an Optimizer or one of {', '.join(repr(n) for n in _BY_NAME)}, "
-                     f"got {identifier!r}")
+    return check.instance_or_named(identifier, "optimizer", Optimizer, _BY_NAME, "an Optimizer or one of",
+                                   ignore_case=True)

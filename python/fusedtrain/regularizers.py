@@ -78,9 +78,7 @@ _BY_NAME = {"l1": L1, "l2": L2, "l1_l2": lambda: L1L2(l1=0.01, l2=0.01)}
 
 def get(identifier: Union[None, str, Regularizer]) -> Optional[Regularizer]:
     """None, the regularizer named by ``identifier`` (Keras' defaults: 0.01), or the object itself."""
-    if identifier is None or isinstance(identifier, Regularizer):
-        return identifier
-    if isinstance(identifier, str) and identifier in _BY_NAME:
-        return _BY_NAME[identifier]()
-    raise ValueError(f"kernel_regularizer: expected None, a Regularizer or one of "
-                     f"{', '.join(repr(n) for n in _BY_NAME)}, got {identifier!r}")
+    if identifier is None:
+        return None
+    return check.instance_or_named(identifier, "kernel_regularizer", Regularizer, _BY_NAME,
+                                   "None, a Regularizer or one of")

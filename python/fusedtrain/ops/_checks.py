@@ -169,6 +169,20 @@ def integer(value: Any, name: str, low: int | None = None, high: int | None = No
     return value
 
 
+def instance_or_named(value: Any, name: str, base: type, by_name: dict, expected: str,
+                      ignore_case: bool = False) -> Any:
+    """`value` itself when it is a `base` instance, else a new object from the factory that
+    `by_name` holds for the name `value`; otherwise ValueError
+    "{name}: expected {expected} 'a', 'b', ..., got {value!r}"."""
+    if isinstance(value, base):
+        return value
+    if isinstance(value, str):
+        key = value.lower() if ignore_case else value
+        if key in by_name:
+            return by_name[key]()
+    raise ValueError(f"{name}: expected {expected} {', '.join(repr(n) for n in by_name)}, got {value!r}")
+
+
 def choice(value: Any, name: str, options: dict) -> Any:
     """The entry of `options` named by `value` (a string)."""
     if not isinstance(value, str) or value not in options:
