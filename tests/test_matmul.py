@@ -303,18 +303,59 @@ def test_scalar_errors(name, value, error):
         ops.matmul(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), out=out, **{name: value})
 
 
-def test_the_extension_rejects_bad_direct_calls():
-    a = np.zeros((3, 4), np.float32)
-    b = np.zeros((4, 5), np.float32)
-    with pytest.raises(ValueError, match="inner dimensions"):
-        ft._C.gemm(a, b.T.copy(), np.zeros((3, 5), np.float32), None, False, False, 1.0, 0.0, 0, 0.0)
-    with pytest.raises(ValueError, match="wrong shape"):
-        ft._C.gemm(a, b, np.zeros((3, 4), np.float32), None, False, False, 1.0, 0.0, 0, 0.0)
-    with pytest.raises(ValueError, match="activation"):
-        ft._C.gemm(a, b, np.zeros((3, 5), np.float32), None, False, False, 1.0, 0.0, 9, 0.0)
-    with pytest.raises(ValueError, match="bias"):
-        ft._C.gemm(a, b, np.zeros((3, 5), np.float32), np.zeros(3, np.float32), False, False, 1.0, 0.0, 0,
-                   0.0)
-    with pytest.raises(TypeError, match="a: expected float32"):
-        ft._C.gemm(a.astype(np.float64), b, np.zeros((3, 5), np.float32), None, False, False, 1.0, 0.0,
-                   0, 0.0)
+def test_the_compiled_call_refuses_what_matmul_does_not_take_as_is():
+    # ops.matmul first hands its arguments to _C.gemm, which multiplies only when all of them are
+    # what matmul accepts as given and otherwise returns None with out untouched (the Python
+    # checks then explain). Each case here must be refused, by the compiled call, for itself.
+    from fusedtrain.ops.activations import ACTIVATIONS
+
+    a = np.ones((3, 4), np.float32)
+    b = np.ones((4, 5), np.float32)
+    out = np.full((3, 5), 7.0, np.float32)
+    valid = dict(a=a, b=b, out=out, bias=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
+                 activation=None, negative_slope=0.01, codes=ACTIVATIONS)
+    storage = np.zeros(40, np.float32)
+    refused = {
+        "a float64": dict(a=a.astype(np.float64)),
+        "a big-endian": dict(a=a.astype(">f4")),
+        "a 1-D": dict(a=np.ones(4, np.float32)),
+        "a strided": dict(a=np.ones((3, 8), np.float32)[:, ::2]),
+        "a list": dict(a=a.tolist()),
+        "inner dimensions": dict(b=np.ones((5, 5), np.float32)),
+        "out shape": dict(out=np.zeros((3, 4), np.float32)),
+        "out read-only": dict(out=np.zeros((3, 5), np.float32)),
+        "out overlaps a": dict(a=storage[:12].reshape(3, 4), out=storage[10:25].reshape(3, 5)),
+        "out is b": dict(b=storage[:20].reshape(4, 5), out=storage[:15].reshape(3, 5)),
+        "bias size": dict(bias=np.zeros(3, np.float32)),
+        "bias float64": dict(bias=np.zeros(5)),
+        "trans_a int": dict(trans_a=0),
+        "alpha NumPy scalar": dict(alpha=np.float32(1.0)),
+        "alpha NaN": dict(alpha=float("nan")),
+        "alpha bool": dict(alpha=True),
+        "beta huge int": dict(beta=10 ** 400),
+        "beta without out": dict(out=None, beta=1.0),
+        "slope inf": dict(negative_slope=float("inf")),
+        "activation unknown": dict(activation="swish"),
+        "activation unhashable": dict(activation=["relu"]),
+        "activation softmax": dict(activation="softmax"),
+    }
+    assert ft._C.gemm(**valid) is out and np.all(out == 4.0)
+    for case, change in refused.items():
+        arguments = {**valid, **change}
+        if case == "out read-only":
+            arguments["out"].flags.writeable = False
+        target = arguments["out"]
+        before = None if target is None else target.copy()
+        assert ft._C.gemm(**arguments) is None, case
+        if target is not None:
+            np.testing.assert_array_equal(target, before, err_msg=case)
+        # ops.matmul refuses each of them too, with a message, except the arguments it converts
+        # (int flags, NumPy scalars): those it multiplies.
+        keys = {key: value for key, value in arguments.items() if key != "codes"}
+        if case in ("trans_a int", "alpha NumPy scalar"):
+            np.testing.assert_allclose(ops.matmul(**keys), np.full((3, 5), 4.0), err_msg=case)
+        else:
+            with pytest.raises((TypeError, ValueError)):
+                ops.matmul(**keys)
+
+

@@ -1,33 +1,153 @@
-// Binding of the GEMM kernel on 2-D C-contiguous float32 arrays.
+// Binding of the GEMM kernel. ops.matmul calls it first with its arguments as the user gave
+// them: when every one is what matmul accepts as is (NumPy float32 arrays of the right shapes,
+// booleans, finite Python numbers, an activation name), it runs the multiply and returns the
+// output; otherwise it returns None, having touched nothing, and matmul's Python checks name the
+// argument at fault. The common call then costs no Python-level checking at all, which is what
+// matters for small matrices, where a microsecond is a large share of the multiply.
+#include <Python.h>
+
+#include <cmath>
+
 #include "bindings/arrays.h"
 #include "bindings/bindings.h"
 #include "fusedtrain/cpu.h"
 
 namespace fusedtrain::bindings {
 
-// c = activation(alpha * op(a) @ op(b) + beta * c + bias), shapes taken from the arrays.
-static void gemm(const py::array& a, const py::array& b, py::array& c, const py::object& bias,
-                 bool trans_a, bool trans_b, float alpha, float beta, int activation, float param) {
-  require(a.ndim() == 2 && b.ndim() == 2 && c.ndim() == 2, "gemm: a, b and c must be 2-D");
-  int64_t m = trans_a ? dim(a, 1) : dim(a, 0);
-  int64_t k = trans_a ? dim(a, 0) : dim(a, 1);
-  int64_t k_b = trans_b ? dim(b, 1) : dim(b, 0);
-  int64_t n = trans_b ? dim(b, 0) : dim(b, 1);
-  require(k == k_b, "gemm: inner dimensions differ");
-  require(dim(c, 0) == m && dim(c, 1) == n, "gemm: c has the wrong shape");
-  require(activation >= 0 && activation <= static_cast<int>(Activation::Gelu), "gemm: unknown activation");
-  const float* a_data = input<float>(a, "a");
-  const float* b_data = input<float>(b, "b");
-  float* c_data = output<float>(c, "c");
-  const float* bias_data = optional_input<float>(bias, "bias", n);
-  py::gil_scoped_release release;
-  cpu::gemm(trans_a, trans_b, m, n, k, alpha, a_data, dim(a, 1), b_data, dim(b, 1), beta, c_data, n,
-            bias_data, static_cast<Activation>(activation), param);
+namespace {
+
+constexpr int kFloat32 = 11;  // NPY_FLOAT
+using NumpyArray = py::detail::PyArray_Proxy;
+
+// A NumPy float32 array in native byte order, C-contiguous, of `ndim` dimensions, or null.
+NumpyArray* float_array(py::handle value, int ndim) {
+  if (!py::array::check_(value)) return nullptr;
+  NumpyArray* fields = py::detail::array_proxy(value.ptr());
+  auto* descr = py::detail::array_descriptor_proxy(fields->descr);
+  if (descr->type_num != kFloat32 || descr->byteorder != '=' || fields->nd != ndim) return nullptr;
+  if (!(fields->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_)) return nullptr;
+  return fields;
 }
 
+int64_t size_of(const NumpyArray* array) {
+  int64_t size = 1;
+  for (int i = 0; i < array->nd; ++i) size *= array->dimensions[i];
+  return size;
+}
+
+// Whether two C-contiguous float arrays' bytes intersect (never, when one is empty).
+bool overlap(const NumpyArray* first, const NumpyArray* second) {
+  const char* first_begin = first->data;
+  const char* second_begin = second->data;
+  const char* first_end = first_begin + size_of(first) * sizeof(float);
+  const char* second_end = second_begin + size_of(second) * sizeof(float);
+  return first_begin < first_end && second_begin < second_end && first_begin < second_end &&
+         second_begin < first_end;
+}
+
+// A finite Python float or int (not bool, not a NumPy scalar: those take matmul's checks).
+bool finite_number(py::handle value, float* result) {
+  double number;
+  if (PyFloat_CheckExact(value.ptr())) {
+    number = PyFloat_AS_DOUBLE(value.ptr());
+  } else if (PyLong_CheckExact(value.ptr())) {
+    number = PyLong_AsDouble(value.ptr());
+    if (number == -1.0 && PyErr_Occurred()) {
+      PyErr_Clear();
+      return false;
+    }
+  } else {
+    return false;
+  }
+  if (!std::isfinite(number)) return false;
+  *result = static_cast<float>(number);
+  return true;
+}
+
+bool flag(py::handle value, bool* result) {
+  if (value.ptr() != Py_True && value.ptr() != Py_False) return false;
+  *result = value.ptr() == Py_True;
+  return true;
+}
+
+// None (no activation) or a name that `codes` (ops.activations.ACTIVATIONS) maps to its code.
+bool activation_code(py::handle name, py::handle codes, int* result) {
+  if (name.is_none()) {
+    *result = static_cast<int>(Activation::None);
+    return true;
+  }
+  if (!PyUnicode_CheckExact(name.ptr()) || !PyDict_CheckExact(codes.ptr())) return false;
+  PyObject* code = PyDict_GetItemWithError(codes.ptr(), name.ptr());
+  if (!code) {
+    PyErr_Clear();
+    return false;
+  }
+  long value = PyLong_AsLong(code);
+  if (value == -1 && PyErr_Occurred()) {
+    PyErr_Clear();
+    return false;
+  }
+  if (value <= static_cast<long>(Activation::None) || value > static_cast<long>(Activation::Gelu)) return false;
+  *result = static_cast<int>(value);
+  return true;
+}
+
+// out = activation(alpha * op(a) @ op(b) + beta * out + bias), or None when an argument is not
+// one ops.matmul accepts as is (see the top of the file).
+py::object gemm(py::handle a, py::handle b, py::handle out, py::handle bias, py::handle trans_a,
+                py::handle trans_b, py::handle alpha, py::handle beta, py::handle activation,
+                py::handle negative_slope, py::handle codes) {
+  NumpyArray* a_array = float_array(a, 2);
+  NumpyArray* b_array = float_array(b, 2);
+  bool transpose_a, transpose_b;
+  float alpha_value, beta_value, slope;
+  int code;
+  if (!a_array || !b_array || !flag(trans_a, &transpose_a) || !flag(trans_b, &transpose_b) ||
+      !finite_number(alpha, &alpha_value) || !finite_number(beta, &beta_value) ||
+      !finite_number(negative_slope, &slope) || !activation_code(activation, codes, &code)) {
+    return py::none();
+  }
+  const int64_t m = a_array->dimensions[transpose_a ? 1 : 0];
+  const int64_t k = a_array->dimensions[transpose_a ? 0 : 1];
+  const int64_t n = b_array->dimensions[transpose_b ? 0 : 1];
+  if (b_array->dimensions[transpose_b ? 1 : 0] != k) return py::none();
+  NumpyArray* bias_array = nullptr;
+  if (!bias.is_none()) {
+    bias_array = float_array(bias, 1);
+    if (!bias_array || bias_array->dimensions[0] != n) return py::none();
+  }
+  py::array result;
+  if (out.is_none()) {
+    if (beta_value != 0.0f) return py::none();
+    result = py::array_t<float>({m, n});
+  } else {
+    NumpyArray* out_array = float_array(out, 2);
+    if (!out_array || out_array->dimensions[0] != m || out_array->dimensions[1] != n ||
+        !(out_array->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) || overlap(out_array, a_array) ||
+        overlap(out_array, b_array) || (bias_array && overlap(out_array, bias_array))) {
+      return py::none();
+    }
+    result = py::reinterpret_borrow<py::array>(out);
+  }
+  const float* a_data = reinterpret_cast<const float*>(a_array->data);
+  const float* b_data = reinterpret_cast<const float*>(b_array->data);
+  const float* bias_data = bias_array ? reinterpret_cast<const float*>(bias_array->data) : nullptr;
+  float* c_data = static_cast<float*>(result.mutable_data());
+  const int64_t lda = a_array->dimensions[1], ldb = b_array->dimensions[1];
+  {
+    py::gil_scoped_release release;
+    cpu::gemm(transpose_a, transpose_b, m, n, k, alpha_value, a_data, lda, b_data, ldb, beta_value, c_data, n,
+              bias_data, static_cast<Activation>(code), slope);
+  }
+  return std::move(result);
+}
+
+}  // namespace
+
 void bind_gemm(py::module_& m) {
-  m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("bias"), py::arg("trans_a"),
-        py::arg("trans_b"), py::arg("alpha"), py::arg("beta"), py::arg("activation"), py::arg("param"));
+  m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("bias"), py::arg("trans_a"),
+        py::arg("trans_b"), py::arg("alpha"), py::arg("beta"), py::arg("activation"), py::arg("negative_slope"),
+        py::arg("codes"));
 }
 
 }  // namespace fusedtrain::bindings

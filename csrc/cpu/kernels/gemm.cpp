@@ -40,6 +40,9 @@ constexpr int64_t NR = 8;
 constexpr int64_t KC = 320;
 constexpr int64_t MC = MR * 24;
 constexpr int64_t NC = NR * 192;
+// Up to this many elements (160 KiB), op(A) stays in L2 while the micro-kernel reads it in place
+// across all the B panels, and packing it would only add its cost.
+constexpr int64_t kInPlaceA = 40 * 1024;
 
 // Per-thread packing buffers, kept between calls (OpenMP threads persist).
 struct PackBuffers {
@@ -289,9 +292,9 @@ bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
   PackBuffers* allocated = pack_buffers();
   if (!allocated) return false;
   PackBuffers& buffers = *allocated;
-  // A packed A block pays for itself when several B panels reuse it; for narrow C (n up to
-  // two panels) the micro-kernel reads A in place instead.
-  const bool pack_a_blocks = n > 2 * NR;
+  // A packed A block pays for itself when several B panels reuse it and A would not stay in
+  // L2 by itself; for narrow C (n up to two panels) or a small A the micro-kernel reads A in place.
+  const bool pack_a_blocks = n > 2 * NR && m * k > kInPlaceA;
   for (int64_t jc = 0; jc < n; jc += NC) {
     int64_t nc = n - jc < NC ? n - jc : NC;
     for (int64_t pc = 0; pc < k; pc += KC) {

@@ -140,7 +140,10 @@ def real(value: Any, name: str, low: float | None = None, high: float | None = N
     if type(value) is not float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ValueError(f"{name}: expected a finite number, got an integer beyond float range") from None
     if not math.isfinite(value):
         raise ValueError(f"{name}: expected a finite number, got {value}")
     below = low is not None and (value < low or (low_open and value == low))

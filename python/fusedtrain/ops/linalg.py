@@ -28,6 +28,12 @@ def matmul(a: np.ndarray, b: np.ndarray, *, trans_a: bool = False, trans_b: bool
     float32 to about 1e-3 relative) and accumulation in float32; it is off by default, and on
     NumPy arrays it is accepted and ignored (the CPU always computes in float32).
     """
+    # The compiled call checks all of the above on NumPy arguments given as matmul takes them
+    # (the common case) and multiplies; for anything else it returns None without touching
+    # anything, and the checks below name the argument at fault or take the call to the GPU.
+    result = _C.gemm(a, b, out, bias, trans_a, trans_b, alpha, beta, activation, negative_slope, ACTIVATIONS)
+    if result is not None:
+        return result
     xp = check.array_module("matmul", a, b, bias, out)
     a = check.array(a, "a", ndim=2, xp=xp)
     b = check.array(b, "b", ndim=2, xp=xp)
@@ -48,7 +54,10 @@ def matmul(a: np.ndarray, b: np.ndarray, *, trans_a: bool = False, trans_b: bool
     slope = check.real(negative_slope, "negative_slope")
     out = check.output(out, (m, n), inputs={"a": a, "b": b, "bias": bias}, xp=xp)
     if xp is np:
-        _C.gemm(a, b, out, bias, bool(trans_a), bool(trans_b), alpha, beta, code, slope)
+        # Checked and normalised (booleans, floats), the arguments are ones the compiled call takes.
+        result = _C.gemm(a, b, out, bias, bool(trans_a), bool(trans_b), alpha, beta, activation, slope, ACTIVATIONS)
+        if result is None:
+            raise RuntimeError("matmul: the compiled checks refused arguments that the Python checks accept")
     else:
         _C.cuda_gemm(bool(trans_a), bool(trans_b), m, n, k, alpha, a.data.ptr, a.shape[1], b.data.ptr, b.shape[1],
                      beta, out.data.ptr, n, _cuda.pointer(bias), code, slope, bool(allow_tf32), _cuda.stream(xp))
