@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fusedtrain import bench
 
@@ -32,11 +33,11 @@ EXPECTED_ROWS = [
 
 
 def _table_rows(text):
-    """{(op, size): [the five figures after them]} from the Markdown tables in text."""
+    """{(op, size): [the six figures after them]} from the Markdown tables in text."""
     rows = {}
     for line in text.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and len(cells) == 7 and cells[0] != "op":
+        if line.startswith("| ") and len(cells) == 8 and cells[0] != "op":
             rows[(cells[0], cells[1])] = cells[2:]
     return rows
 
@@ -45,12 +46,14 @@ def _check_tables(text):
     rows = _table_rows(text)
     for key in EXPECTED_ROWS:
         assert key in rows, f"row {key} missing from the benchmark output:\n{text}"
-    for key, (ours_time, numpy_time, ours_rate, numpy_rate, ratio) in rows.items():
+    for key, (ours_time, numpy_time, ours_rate, numpy_rate, ratio, of_limit) in rows.items():
         for time_cell in (ours_time, numpy_time):
             assert re.fullmatch(r"[0-9.e+-]+ (s|ms|us|ns)", time_cell), (key, time_cell)
         # Only that each figure is a positive number: the speed itself is not the test's business.
         for figure in (ours_rate, numpy_rate, ratio):
             assert math.isfinite(float(figure)) and float(figure) > 0, (key, figure)
+        # A whole percentage: 0% when a call waited long for a core on a busy machine.
+        assert re.fullmatch(r"[0-9]+%", of_limit), (key, of_limit)
     assert "MISMATCH" not in text
 
 
@@ -60,7 +63,7 @@ def test_cli_quick_reports_every_row():
     assert completed.returncode == 0, completed.stderr
     out = completed.stdout
     assert bench.RATIO_CONVENTION in out
-    for title in ("Matrix multiply", "Dense forward", "Activations", "Losses", "Optimizer steps"):
+    for title in ("Machine limits", "Matrix multiply", "Dense forward", "Activations", "Losses", "Optimizer steps"):
         assert f"### {title}" in out
     assert re.search(r"^numpy BLAS: \S+", out, re.MULTILINE)
     _check_tables(out)
@@ -117,3 +120,27 @@ def test_disagreement_is_reported():
 
     report = bench.Report(threads=1, quick=True, blas_threads_set=True, failures=[message])
     assert f"MISMATCH: {message}" in bench.render(report)
+
+
+def test_probes_count_and_compute_what_they_say(simd_path):
+    import fusedtrain as ft
+
+    # Each thread runs 10 chains of one multiply-add per lane per round: 8 lanes on AVX2, 1 in
+    # the portable path, 2 flops each.
+    lanes = 8 if simd_path == "avx2+fma" else 1
+    previous = ft.get_num_threads()
+    try:
+        for threads in (1, 2):
+            ft.set_num_threads(threads)
+            assert ft._C.fma_probe(1000) == 2 * lanes * 10 * 1000 * threads
+    finally:
+        ft.set_num_threads(previous)
+    rng = np.random.default_rng(3)
+    b, c = rng.standard_normal((2, 100_003)).astype(np.float32)
+    a = np.empty_like(b)
+    ft._C.triad_probe(a, b, c, 0.25)
+    np.testing.assert_allclose(a, b.astype(np.float64) + 0.25 * c.astype(np.float64), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="c: expected 100003 elements"):
+        ft._C.triad_probe(a, b, c[:-1], 0.25)
+    limits = bench.measure_limits(bench.QUICK)
+    assert limits.fma_gflops > 0 and limits.triad_gbs > 0 and limits.triad_elements == bench.QUICK.triad_elements

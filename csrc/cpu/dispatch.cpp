@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
@@ -96,6 +97,19 @@ void check_size(const char* function, const char* name, int64_t value) {
   if (value < 0) fail(function, std::string(name) + " must be >= 0, got " + std::to_string(value));
 }
 
+// A row-major array of `rows` rows `row_length` elements apart (its columns, or a leading
+// dimension) must have all its offsets in int64_t: the kernels form offsets up to rows *
+// row_length. Asked by division, since forming a product that overflows is itself undefined.
+// Returns the element count. Both sizes are >= 0 (checked first).
+int64_t check_extent(const char* function, const char* array, int64_t rows, const char* row_length_name,
+                     int64_t row_length) {
+  if (row_length > 0 && rows > INT64_MAX / row_length) {
+    fail(function, std::string(array) + " of " + std::to_string(rows) + " rows x " + row_length_name + " = " +
+                       std::to_string(row_length) + " has more elements than int64_t can count");
+  }
+  return rows * row_length;
+}
+
 // `pointer` may be null only when the kernel reads or writes none of its elements.
 void check_data(const char* function, const char* name, const void* pointer, bool needed) {
   if (needed && pointer == nullptr) fail(function, std::string(name) + " is a null pointer");
@@ -152,6 +166,7 @@ void check_softmax_cross_entropy(const float* logits, const Label* labels, int64
   check_size(function, "rows", rows);
   if (classes < 1) fail(function, "classes must be >= 1, got " + std::to_string(classes));
   check_reduction(function, reduction);
+  check_extent(function, "logits", rows, "classes", classes);
   check_data(function, "logits", logits, rows > 0);
   check_data(function, "labels", labels, rows > 0);
   check_labels(function, labels, rows, classes);
@@ -162,6 +177,7 @@ void check_count_correct(const float* scores, const Label* labels, int64_t rows,
   const char* function = "count_correct";
   check_size(function, "rows", rows);
   check_size(function, "cols", cols);
+  check_extent(function, "scores", rows, "cols", cols);
   if (rows > 0 && cols == 0) fail(function, "rows have no columns to take the argmax of");
   check_data(function, "scores", scores, rows > 0);
   check_data(function, "labels", labels, rows > 0);
@@ -181,6 +197,9 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   check_leading_dimension(function, "lda", lda, "a", trans_a ? m : k);
   check_leading_dimension(function, "ldb", ldb, "b", trans_b ? k : n);
   check_leading_dimension(function, "ldc", ldc, "c", n);
+  check_extent(function, "a", trans_a ? k : m, "lda", lda);
+  check_extent(function, "b", trans_b ? n : k, "ldb", ldb);
+  check_extent(function, "c", m, "ldc", ldc);
   bool product = m > 0 && n > 0 && k > 0;
   check_data(function, "a", a, product);
   check_data(function, "b", b, product);
@@ -206,7 +225,7 @@ void activation_backward(Activation activation, float param, const float* grad_o
 void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols) {
   check_size("softmax_forward", "rows", rows);
   check_size("softmax_forward", "cols", cols);
-  check_elementwise("softmax_forward", rows * cols, {{"x", x}, {"y", y}});
+  check_elementwise("softmax_forward", check_extent("softmax_forward", "x", rows, "cols", cols), {{"x", x}, {"y", y}});
   FT_DISPATCH(softmax_forward, x, y, rows, cols);
 }
 
@@ -214,7 +233,7 @@ void softmax_backward(const float* grad_output, const float* x, float* grad_inpu
                       int64_t cols) {
   check_size("softmax_backward", "rows", rows);
   check_size("softmax_backward", "cols", cols);
-  check_elementwise("softmax_backward", rows * cols,
+  check_elementwise("softmax_backward", check_extent("softmax_backward", "x", rows, "cols", cols),
                     {{"grad_output", grad_output}, {"x", x}, {"grad_input", grad_input}});
   FT_DISPATCH(softmax_backward, grad_output, x, grad_input, rows, cols);
 }
@@ -247,6 +266,7 @@ double softmax_cross_entropy_loss(const float* logits, const int64_t* labels, fl
 void bias_grad(const float* grad_output, float* grad_bias, int64_t rows, int64_t cols) {
   check_size("bias_grad", "rows", rows);
   check_size("bias_grad", "cols", cols);
+  check_extent("bias_grad", "grad_output", rows, "cols", cols);
   check_data("bias_grad", "grad_output", grad_output, rows > 0 && cols > 0);
   check_data("bias_grad", "grad_bias", grad_bias, cols > 0);
   FT_DISPATCH(bias_grad, grad_output, grad_bias, rows, cols);
@@ -255,6 +275,7 @@ void bias_grad(const float* grad_output, float* grad_bias, int64_t rows, int64_t
 void argmax_rows(const float* x, int64_t* indices, int64_t rows, int64_t cols) {
   check_size("argmax_rows", "rows", rows);
   check_size("argmax_rows", "cols", cols);
+  check_extent("argmax_rows", "x", rows, "cols", cols);
   if (rows > 0 && cols == 0) fail("argmax_rows", "rows have no columns to take the argmax of");
   check_data("argmax_rows", "x", x, rows > 0);
   check_data("argmax_rows", "indices", indices, rows > 0);
@@ -316,6 +337,16 @@ void dropout_backward(const float* grad_output, const uint8_t* mask, float* grad
   check_elementwise("dropout_backward", n,
                     {{"grad_output", grad_output}, {"mask", mask}, {"grad_input", grad_input}});
   FT_DISPATCH(dropout_backward, grad_output, mask, grad_input, n, rate);
+}
+
+double fma_probe(int64_t rounds) {
+  check_size("fma_probe", "rounds", rounds);
+  return FT_DISPATCH(fma_probe, rounds);
+}
+
+void triad_probe(float* a, const float* b, const float* c, float scalar, int64_t n) {
+  check_elementwise("triad_probe", n, {{"a", a}, {"b", b}, {"c", c}});
+  FT_DISPATCH(triad_probe, a, b, c, scalar, n);
 }
 
 }  // namespace fusedtrain::cpu

@@ -41,14 +41,21 @@ class Settings:
     activation_elements: int
     loss_shapes: Tuple[Tuple[int, int], ...]
     parameter_counts: Tuple[int, ...]
+    probe_seconds: float  # length of one run of the multiply-add probe
+    triad_elements: int  # per array of the bandwidth probe: far beyond the caches in FULL
 
 
 QUICK = Settings(rounds=1, settle_seconds=0.02, turn_seconds=0.01, min_calls=3,
                  square_sizes=(64, 128, 256), activation_elements=1 << 18,
-                 loss_shapes=((256, 10), (1024, 100)), parameter_counts=(1 << 18,))
+                 loss_shapes=((256, 10), (1024, 100)), parameter_counts=(1 << 18,),
+                 probe_seconds=0.02, triad_elements=1 << 20)
 FULL = Settings(rounds=3, settle_seconds=0.15, turn_seconds=0.15, min_calls=3,
                 square_sizes=(64, 128, 256, 512, 1024, 2048), activation_elements=1 << 22,
-                loss_shapes=((256, 10), (4096, 1000)), parameter_counts=(1 << 20, 1 << 22, 1 << 24))
+                loss_shapes=((256, 10), (4096, 1000)), parameter_counts=(1 << 20, 1 << 22, 1 << 24),
+                probe_seconds=0.2, triad_elements=1 << 25)
+# Runs of each probe; the fastest is the machine's limit (a ceiling: a slower run only says
+# that something else had the core or the memory bus meanwhile).
+PROBE_RUNS = 7
 
 # The MLP whose GEMM shapes the benchmark times: 784-512-256-10 at batch 256.
 MLP_LAYERS = ((784, 512), (512, 256), (256, 10))
@@ -81,6 +88,18 @@ class Group:
 
 
 @dataclass
+class Limits:
+    """The machine's ceilings at the report's thread count, measured by fusedtrain's probes."""
+
+    fma_gflops: float  # multiply-add peak: 2 flops per lane per FMA
+    triad_gbs: float  # STREAM triad a = b + s c, counting 12 bytes per element as STREAM does
+    triad_elements: int  # per array
+
+    def of(self, unit: str) -> float:
+        return self.fma_gflops if unit == "GFLOP/s" else self.triad_gbs
+
+
+@dataclass
 class Report:
     threads: int
     quick: bool
@@ -88,6 +107,7 @@ class Report:
     other_load: Optional[float] = None  # share of all cores' time other processes used, if known
     groups: List[Group] = field(default_factory=list)
     failures: List[str] = field(default_factory=list)  # rows whose results disagreed with NumPy
+    limits: Optional[Limits] = None
 
 
 @dataclass
@@ -139,6 +159,28 @@ def _measure(case: _Case, settings: Settings) -> Tuple[float, float]:
         ours_samples += _turn(case.fusedtrain, settings)
         numpy_samples += _turn(case.numpy, settings)
     return statistics.median(ours_samples), statistics.median(numpy_samples)
+
+
+def measure_limits(settings: Settings) -> Limits:
+    """The multiply-add peak and the triad bandwidth at the current thread count, each the
+    fastest of PROBE_RUNS runs."""
+    start = time.perf_counter()
+    _C.fma_probe(1 << 16)
+    rounds = max(1, int((1 << 16) * settings.probe_seconds / max(time.perf_counter() - start, 1e-9)))
+    peak = 0.0
+    for _ in range(PROBE_RUNS):
+        start = time.perf_counter()
+        flops = _C.fma_probe(rounds)
+        peak = max(peak, flops / (time.perf_counter() - start) / 1e9)
+    n = settings.triad_elements
+    a, b, c = np.empty(n, np.float32), np.ones(n, np.float32), np.ones(n, np.float32)
+    _C.triad_probe(a, b, c, 0.5)
+    bandwidth = 0.0
+    for _ in range(PROBE_RUNS):
+        start = time.perf_counter()
+        _C.triad_probe(a, b, c, 0.5)
+        bandwidth = max(bandwidth, 12.0 * n / (time.perf_counter() - start) / 1e9)
+    return Limits(peak, bandwidth, n)
 
 
 # ---- agreement check ------------------------------------------------------------------------
@@ -522,6 +564,9 @@ def measure(quick: bool = False, threads: Optional[int] = None,
         with _blas_threads(threads) as blas_threads_set:
             report = Report(threads, quick, blas_threads_set)
             other_load = _OtherLoad()
+            if progress:
+                progress("machine limits")
+            report.limits = measure_limits(settings)
             for group, make_cases in _groups(settings):
                 if progress:
                     progress(group.title)
@@ -615,16 +660,31 @@ def render(report: Report) -> str:
         lines.append(f"Other processes used {report.other_load:.0%} of the machine's CPU time during "
                      "this measurement.")
     lines.append("")
+    limits = report.limits
+    if limits is not None:
+        lines += ["### Machine limits", "",
+                  "Measured by fusedtrain's probes at this thread count, the fastest of "
+                  f"{PROBE_RUNS} runs; the tables give fusedtrain's rate as a share of them "
+                  "(GFLOP/s of the multiply-add peak, GB/s of the memory bandwidth: above 100%, "
+                  "the data sat in the caches).", "",
+                  "| limit | measured |", "|---|---:|",
+                  f"| multiply-add peak (10 independent FMA chains per thread) | {limits.fma_gflops:.3g} GFLOP/s |",
+                  f"| memory bandwidth (STREAM triad on 3 x {_count(limits.triad_elements)} floats, "
+                  f"12 B/element) | {limits.triad_gbs:.3g} GB/s |", ""]
     for group in report.groups:
         lines += [f"### {group.title}", "", f"NumPy reference: {group.reference}."]
         if group.other_load is not None:
             lines[-1] += f" Other processes' share of the CPU time meanwhile: {group.other_load:.0%}."
-        lines += ["", f"| op | size | fusedtrain | NumPy | fusedtrain {group.unit} | NumPy {group.unit} | ratio |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+        share = "peak" if group.unit == "GFLOP/s" else "bandwidth"
+        lines += ["", f"| op | size | fusedtrain | NumPy | fusedtrain {group.unit} | NumPy {group.unit} | ratio "
+                      f"| fusedtrain, of {share} |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         for row in group.rows:
+            of_limit = (f"{row.work / row.fusedtrain_seconds / 1e9 / limits.of(group.unit):.0%}"
+                        if limits is not None else "n/a")
             lines.append(f"| {row.op} | {row.size} | {_format_seconds(row.fusedtrain_seconds)} "
                          f"| {_format_seconds(row.numpy_seconds)} | {_rate(row.work, row.fusedtrain_seconds)} "
-                         f"| {_rate(row.work, row.numpy_seconds)} | {row.ratio:.3g} |")
+                         f"| {_rate(row.work, row.numpy_seconds)} | {row.ratio:.3g} | {of_limit} |")
         lines.append("")
     for failure in report.failures:
         lines.append(f"MISMATCH: {failure}")
