@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import _C
+
 FLOAT32 = np.dtype(np.float32)
 
 
@@ -110,25 +112,35 @@ def data_pointer(value: Any) -> int:
     return value.__array_interface__["data"][0]
 
 
-def may_share_memory(first: Any, second: Any) -> bool:
-    """Whether two arrays' memory may overlap: numpy.may_share_memory for NumPy arrays, and for
-    CuPy arrays (C-contiguous, as the ops require) whether their address ranges intersect."""
+def overlap(first: Any, second: Any) -> int:
+    """0 when two arrays' memory is disjoint, 2 when they are the same elements (same address,
+    shape and strides), 1 for any other overlap. NumPy arrays: by their element bounds, as
+    numpy.may_share_memory decides by default (computed in the extension: this runs for every
+    pair of arguments of every op). CuPy arrays (C-contiguous, as the ops require): by their
+    address ranges."""
     if isinstance(first, np.ndarray) and isinstance(second, np.ndarray):
-        return np.may_share_memory(first, second)
+        return _C.overlap(first, second)
     if not (is_cupy(first) and is_cupy(second)) or first.nbytes == 0 or second.nbytes == 0:
-        return False
+        return 0
     first_start, second_start = data_pointer(first), data_pointer(second)
-    return first_start < second_start + second.nbytes and second_start < first_start + first.nbytes
+    if not (first_start < second_start + second.nbytes and second_start < first_start + first.nbytes):
+        return 0
+    return 2 if first_start == second_start and tuple(first.shape) == tuple(second.shape) else 1
+
+
+def may_share_memory(first: Any, second: Any) -> bool:
+    """Whether two arrays' memory may overlap (see overlap)."""
+    return overlap(first, second) != 0
 
 
 def no_overlap(out: Any, name: str, inputs: dict, in_place: tuple = ()) -> None:
     """`out` may not share memory with the arrays of `inputs`, except that it may be exactly
     (same data, same shape) one of the inputs named in `in_place`."""
     for input_name, value in inputs.items():
-        if value is None or not may_share_memory(out, value):
+        if value is None:
             continue
-        exact = data_pointer(out) == data_pointer(value) and tuple(out.shape) == tuple(value.shape)
-        if input_name in in_place and exact:
+        shared = overlap(out, value)
+        if shared == 0 or (shared == 2 and input_name in in_place):
             continue
         allowed = f" (it may be {' or '.join(in_place)} itself, for an in-place update)" if in_place else ""
         raise ValueError(f"{name}: shares memory with {input_name}; pass a separate array{allowed}")
