@@ -25,10 +25,6 @@
 //   free of bank conflicts.
 #include <cuda_runtime.h>
 
-#include <climits>
-#include <stdexcept>
-#include <string>
-
 #include "common/activations.h"
 #include "cuda/device.cuh"
 #include "cuda/launch.cuh"
@@ -39,7 +35,7 @@ namespace fusedtrain::cuda {
 
 namespace {
 
-constexpr int kTile = 128;    // rows and columns of C per block
+constexpr int kTile = static_cast<int>(kGemmTile);  // rows and columns of C per block
 constexpr int kThreads = 256;
 constexpr int kGroupRows = 8;  // tile rows per group of the block order
 
@@ -109,12 +105,14 @@ __device__ __forceinline__ void store_run(float* c, int64_t ldc, int64_t row, in
 
 // The (tile row, tile column) of this block: blocks run through groups of kGroupRows tile
 // rows column by column, so that the blocks resident at one time cover a compact patch of C.
-__device__ __forceinline__ void tile_of_block(int tiles_m, int tiles_n, int& tile_m, int& tile_n) {
-  const int block = static_cast<int>(blockIdx.x);
-  const int group_size = kGroupRows * tiles_n;
-  const int first_m = block / group_size * kGroupRows;
-  const int rows_in_group = tiles_m - first_m < kGroupRows ? tiles_m - first_m : kGroupRows;
-  const int in_group = block % group_size;
+// In int64_t: the grid holds up to 2^31 - 1 tiles, and a group of a wide C (kGroupRows times
+// its tile columns) can hold more than int does.
+__device__ __forceinline__ void tile_of_block(int64_t tiles_m, int64_t tiles_n, int64_t& tile_m, int64_t& tile_n) {
+  const int64_t block = blockIdx.x;
+  const int64_t group_size = kGroupRows * tiles_n;
+  const int64_t first_m = block / group_size * kGroupRows;
+  const int64_t rows_in_group = tiles_m - first_m < kGroupRows ? tiles_m - first_m : kGroupRows;
+  const int64_t in_group = block % group_size;
   tile_m = first_m + in_group % rows_in_group;
   tile_n = in_group / rows_in_group;
 }
@@ -197,11 +195,11 @@ __global__ void __launch_bounds__(kThreads, 2) simt_gemm_kernel(int64_t m, int64
   __shared__ __align__(16) float a_slices[2][kSliceK][kStride];
   __shared__ __align__(16) float b_slices[2][kSliceK][kStride];
 
-  const int tiles_m = static_cast<int>((m + kTile - 1) / kTile);
-  const int tiles_n = static_cast<int>((n + kTile - 1) / kTile);
-  int tile_m, tile_n;
+  const int64_t tiles_m = (m + kTile - 1) / kTile;
+  const int64_t tiles_n = (n + kTile - 1) / kTile;
+  int64_t tile_m, tile_n;
   tile_of_block(tiles_m, tiles_n, tile_m, tile_n);
-  const int64_t row0 = int64_t{tile_m} * kTile, col0 = int64_t{tile_n} * kTile;
+  const int64_t row0 = tile_m * kTile, col0 = tile_n * kTile;
 
   // A is m x k (k contiguous) unless transposed; B is k x n (n contiguous) unless transposed.
   SliceLoader<!kTransA, kVector> load_a(a, lda, m, k, row0);
@@ -351,11 +349,11 @@ __global__ void __launch_bounds__(kThreads, 2) tf32_gemm_kernel(int64_t m, int64
   float* a_stages = dynamic_shared<float>();
   float* b_stages = a_stages + kStages * OperandA::kStageFloats;
 
-  const int tiles_m = static_cast<int>((m + kTile - 1) / kTile);
-  const int tiles_n = static_cast<int>((n + kTile - 1) / kTile);
-  int tile_m, tile_n;
+  const int64_t tiles_m = (m + kTile - 1) / kTile;
+  const int64_t tiles_n = (n + kTile - 1) / kTile;
+  int64_t tile_m, tile_n;
   tile_of_block(tiles_m, tiles_n, tile_m, tile_n);
-  const int64_t row0 = int64_t{tile_m} * kTile, col0 = int64_t{tile_n} * kTile;
+  const int64_t row0 = tile_m * kTile, col0 = tile_n * kTile;
 
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const int warp_row = warp / 4 * 64, warp_col = warp % 4 * 32;
@@ -469,11 +467,8 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
           const float* b, int64_t ldb, float beta, float* c, int64_t ldc, const float* bias, Activation activation,
           float activation_param, bool allow_tf32, std::uintptr_t stream) {
   if (m <= 0 || n <= 0) return;
+  // One block per tile along gridDim.x: the bindings keep this within kMaxGridBlocks.
   const int64_t tiles = ((m + kTile - 1) / kTile) * ((n + kTile - 1) / kTile);
-  if (tiles > INT_MAX) {
-    throw std::invalid_argument("fusedtrain::cuda::gemm: C of " + std::to_string(m) + " x " + std::to_string(n) +
-                                " needs more than 2^31 - 1 tiles");
-  }
   // 16-byte vectors need aligned rows and a contiguous extent that is a multiple of 4 (then a
   // vector never straddles the edge of a matrix): k for A and B^T, m for A^T, n for B.
   const bool vector = aligned16(a) && aligned16(b) && lda % 4 == 0 && ldb % 4 == 0 &&

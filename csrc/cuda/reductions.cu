@@ -15,9 +15,6 @@
 //   of the maximum (NaN counting as the largest, as numpy.argmax).
 #include <cuda_runtime.h>
 
-#include <climits>
-#include <stdexcept>
-
 #include "cuda/device.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/runtime.h"
@@ -70,7 +67,7 @@ __global__ void __launch_bounds__(kThreads) clip_scale_kernel(float* x, int64_t 
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += stride) x[i] *= factor;
 }
 
-constexpr int kBiasColumns = 32;
+constexpr int kBiasColumns = static_cast<int>(kBiasGradColumns);
 constexpr int kBiasLanes = 8;
 
 // Column sums of rows [chunk * rows_per_chunk, ...) for the block's 32 columns. Each lane sums
@@ -212,8 +209,8 @@ void clip_scale(float* x, int64_t n, double max_norm, const void* workspace, std
 void bias_grad(const float* grad_output, float* grad_bias, int64_t rows, int64_t cols, void* workspace,
                std::uintptr_t stream) {
   if (cols == 0) return;
+  // One block per column group along gridDim.x: the bindings keep this within kMaxGridBlocks.
   const int64_t column_groups = (cols + kBiasColumns - 1) / kBiasColumns;
-  if (column_groups > INT_MAX) throw std::invalid_argument("fusedtrain::cuda::bias_grad: too many columns");
   // Row chunks so that about two blocks per SM run, each summing at least 64 rows, within the
   // workspace's room for partial column sums and grid.y's limit.
   constexpr int64_t kPartialFloats = kMaxPartials * sizeof(double) / sizeof(float);

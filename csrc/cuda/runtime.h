@@ -4,8 +4,9 @@
 // Every entry point launches on `stream` (a cudaStream_t as an integer; 0 is the default
 // stream) and returns without waiting, except those that return a value computed on the GPU
 // (the losses, count_correct, read_result), which wait for the stream. Arguments are trusted:
-// fusedtrain.ops validates shapes, dtypes and devices first. CUDA errors become
-// std::runtime_error carrying the CUDA error's name; a bad label std::invalid_argument.
+// fusedtrain.ops validates shapes, dtypes and devices first, and the bindings hold every size
+// to the limits below. CUDA errors become std::runtime_error carrying the CUDA error's name; a
+// bad label std::invalid_argument.
 // Semantics are those of the CPU kernels of fusedtrain/cpu_kernels.inc, including which
 // outputs may alias which inputs.
 #pragma once
@@ -15,6 +16,18 @@
 #include "fusedtrain/types.h"
 
 namespace fusedtrain::cuda {
+
+// ---- size limits ----------------------------------------------------------------------------
+// Every kernel indexes with int64_t and covers its elements with a grid-stride loop over a grid
+// of at most 2^20 blocks (int64_t strides), so an array is limited by int64_t alone:
+// kMaxElements leaves room for the last stride step past the end. Two launches tie gridDim.x
+// (at most 2^31 - 1 blocks) to a size: the GEMM runs one block per kGemmTile x kGemmTile tile
+// of C, bias_grad one per kBiasGradColumns columns (its row chunks along gridDim.y are capped
+// at 65535 inside). The bindings refuse sizes beyond these limits before anything launches.
+constexpr int64_t kMaxElements = int64_t{1} << 62;
+constexpr int64_t kMaxGridBlocks = 2147483647;
+constexpr int64_t kGemmTile = 128;
+constexpr int64_t kBiasGradColumns = 32;
 
 // What cudaGetDeviceCount says. With no driver or no GPU, device_count is 0 and `error` holds
 // the CUDA error's name and description; importing never needs either.

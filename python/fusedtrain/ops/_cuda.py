@@ -1,6 +1,10 @@
 """What the ops need to call the CUDA kernels once their arguments are checked (ops/_checks.py
 checks both backends): the cupy module, device pointers, CuPy's current stream, and the scratch
-buffer of the reductions."""
+buffer of the reductions. The sizes an op hands over are held to the kernels' limits by the
+bindings themselves (every _C.cuda_* kernel runs _C.cuda_check_sizes first): the kernels index
+in 64 bits, and only the GEMM (2^31 - 1 tiles of 128 x 128: C of 128 TiB) and bias_grad
+(2^31 - 1 groups of 32 columns: 256 GiB per row) meet a grid limit, beyond any one GPU's memory
+today."""
 
 from __future__ import annotations
 
