@@ -143,3 +143,34 @@ def test_importing_fusedtrain_starts_no_threads():
     result = _run_python("-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("True"), result.stdout
+
+
+def test_thread_count_holds_in_every_python_thread():
+    # The probe returns the multiply-adds its OpenMP region did: 160 (AVX2) or 20 (portable) per
+    # round per thread, so it tells how many threads a kernel called from that thread used.
+    import threading
+
+    previous = ft.get_num_threads()
+    per_thread = ft._C.fma_probe(10) // previous
+    results = {}
+
+    def worker():
+        results["count"] = ft.get_num_threads()
+        results["flops"] = ft._C.fma_probe(10)
+
+    try:
+        for threads in (1, 2, 3):
+            ft.set_num_threads(threads)
+            thread = threading.Thread(target=worker)
+            thread.start()
+            thread.join()
+            assert results == {"count": threads, "flops": per_thread * threads}
+    finally:
+        ft.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("threads, error", [(0, ValueError), (1025, ValueError), (2 ** 40, ValueError),
+                                            (1.5, TypeError), (True, TypeError)])
+def test_thread_count_is_checked(threads, error):
+    with pytest.raises(error, match="threads"):
+        ft.set_num_threads(threads)

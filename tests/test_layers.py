@@ -288,8 +288,10 @@ class TestRegularizers:
         assert regularizers.get("l1").l1 == 0.01
         with pytest.raises(ValueError, match="l2"):
             regularizers.L2(-1.0)
-        with pytest.raises(ValueError, match="kernel_regularizer"):
+        with pytest.raises(TypeError, match="kernel_regularizer"):
             regularizers.get(0.1)
+        with pytest.raises(ValueError, match="kernel_regularizer"):
+            regularizers.get("l3")
 
 
 def test_layer_weights_are_views_of_the_model_buffer():

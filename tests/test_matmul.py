@@ -329,6 +329,7 @@ def test_the_compiled_call_refuses_what_matmul_does_not_take_as_is():
         "bias size": dict(bias=np.zeros(3, np.float32)),
         "bias float64": dict(bias=np.zeros(5)),
         "trans_a int": dict(trans_a=0),
+        "trans_a NumPy bool": dict(trans_a=np.False_),
         "alpha NumPy scalar": dict(alpha=np.float32(1.0)),
         "alpha NaN": dict(alpha=float("nan")),
         "alpha bool": dict(alpha=True),
@@ -350,9 +351,9 @@ def test_the_compiled_call_refuses_what_matmul_does_not_take_as_is():
         if target is not None:
             np.testing.assert_array_equal(target, before, err_msg=case)
         # ops.matmul refuses each of them too, with a message, except the arguments it converts
-        # (int flags, NumPy scalars): those it multiplies.
+        # (NumPy bools and scalars): those it multiplies.
         keys = {key: value for key, value in arguments.items() if key != "codes"}
-        if case in ("trans_a int", "alpha NumPy scalar"):
+        if case in ("trans_a NumPy bool", "alpha NumPy scalar"):
             np.testing.assert_allclose(ops.matmul(**keys), np.full((3, 5), 4.0), err_msg=case)
         else:
             with pytest.raises((TypeError, ValueError)):

@@ -163,6 +163,19 @@ def test_backward_matches_finite_differences_for_each_activation(rng, activation
     gradient_check(model, "sparse_categorical_crossentropy", x, y)
 
 
+@pytest.mark.parametrize("slope", [0.0, 0.2, -0.3])
+def test_leaky_relu_gradient_for_every_slope(rng, slope):
+    # A slope >= 0 takes the derivative at the layer's output (the fused training forward), a
+    # negative one at its input.
+    model = ft.Sequential([layers.Dense(6, activation="leaky_relu",
+                                        kernel_initializer=ft.initializers.RandomNormal(stddev=0.7)),
+                           layers.Dense(3)], seed=2)
+    model.layers[0].negative_slope = slope
+    x = rng.standard_normal((9, 4))
+    y = rng.integers(0, 3, 9)
+    gradient_check(model, "sparse_categorical_crossentropy", x, y)
+
+
 @pytest.mark.parametrize("final, loss", [
     (None, "mse"), ("sigmoid", "mse"), ("softmax", "mse"), ("tanh", "mse"),
     (None, "binary_crossentropy"), ("sigmoid", "binary_crossentropy"),

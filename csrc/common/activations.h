@@ -49,9 +49,12 @@ struct Tanh {
 struct Gelu {
   static constexpr float kSqrt2OverPi = 0.7978845608028654f;
   static constexpr float kCubic = 0.044715f;
+  // Below x = -20 the product underflows to -0 in float; selecting -0 there also gives the limit
+  // at x = -inf, where the product would be -inf * 0 = NaN.
   FT_HD float forward(float x, float) {
     float two_u = 2.0f * kSqrt2OverPi * (x + kCubic * x * x * x);
-    return x * math::sigmoid(two_u);
+    float y = x * math::sigmoid(two_u);
+    return x < -20.0f ? -0.0f : y;
   }
   // d/dx x sigmoid(2u) = sigmoid(2u) + x sigmoid'(2u) 2 du/dx, du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
   // Beyond |x| = 20 the slope is exactly 1 or 0 in float; clamping there keeps 0 * inf (from

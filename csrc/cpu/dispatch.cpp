@@ -71,14 +71,29 @@ void set_simd_path(const std::string& path) {
   use_avx2().store(path == "avx2+fma");
 }
 
-int get_num_threads() { return omp_get_max_threads(); }
+namespace {
+
+// One thread count for the whole process. OpenMP's own setting (omp_set_num_threads) belongs to
+// the thread that sets it, so a kernel called from another thread (a Python worker thread, say)
+// would not obey it; the kernels read this count instead. It starts at OpenMP's default, which
+// honours OMP_NUM_THREADS.
+std::atomic<int>& thread_count() {
+  static std::atomic<int> count{omp_get_max_threads()};
+  return count;
+}
+
+}  // namespace
+
+int kernel_threads() { return thread_count().load(std::memory_order_relaxed); }
+
+int get_num_threads() { return kernel_threads(); }
 
 void set_num_threads(int threads) {
   if (threads < 1) {
     throw std::invalid_argument("fusedtrain::cpu::set_num_threads: threads must be >= 1, got " +
                                 std::to_string(threads));
   }
-  omp_set_num_threads(threads);
+  thread_count().store(threads, std::memory_order_relaxed);
 }
 
 namespace {
@@ -181,6 +196,7 @@ void check_count_correct(const float* scores, const Label* labels, int64_t rows,
   if (rows > 0 && cols == 0) fail(function, "rows have no columns to take the argmax of");
   check_data(function, "scores", scores, rows > 0);
   check_data(function, "labels", labels, rows > 0);
+  check_labels(function, labels, rows, cols);
 }
 
 }  // namespace

@@ -7,13 +7,18 @@
 
 #include "cpu/isa.h"
 
+namespace fusedtrain::cpu {
+// The process-wide thread count of fusedtrain::cpu::set_num_threads (defined in dispatch.cpp).
+int kernel_threads();
+}  // namespace fusedtrain::cpu
+
 namespace fusedtrain::cpu::FT_ISA {
 
 // Number of threads worth using for `work` units when one thread should get at least
 // `min_work_per_thread` of them.
 static inline int threads_for(int64_t work, int64_t min_work_per_thread) {
   int64_t useful = work / (min_work_per_thread > 0 ? min_work_per_thread : 1);
-  int64_t available = omp_get_max_threads();
+  int64_t available = kernel_threads();
   if (useful < 1) useful = 1;
   return static_cast<int>(useful < available ? useful : available);
 }

@@ -57,12 +57,6 @@ def _message(text: str) -> None:
     tqdm.write(text)
 
 
-def _flag(value, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected True or False, got {type(value).__name__}")
-    return value
-
-
 def _verbosity(value) -> int:
     if isinstance(value, bool):
         return int(value)
@@ -285,7 +279,7 @@ class EarlyStopping(_MonitorCallback):
         self.patience = _checks.integer(patience, "patience", low=0)
         self.verbose = _verbosity(verbose)
         self.baseline = None if baseline is None else _checks.real(baseline, "baseline")
-        self.restore_best_weights = _flag(restore_best_weights, "restore_best_weights")
+        self.restore_best_weights = _checks.flag(restore_best_weights, "restore_best_weights")
         self.start_from_epoch = _checks.integer(start_from_epoch, "start_from_epoch", low=0)
         self._reset()
 
@@ -484,14 +478,14 @@ class ModelCheckpoint(_MonitorCallback):
         super().__init__(monitor, mode, 0.0)
         self.filepath = self._check_filepath(filepath)
         self.verbose = _verbosity(verbose)
-        self.save_best_only = _flag(save_best_only, "save_best_only")
-        self.save_weights_only = _flag(save_weights_only, "save_weights_only")
+        self.save_best_only = _checks.flag(save_best_only, "save_best_only")
+        self.save_weights_only = _checks.flag(save_weights_only, "save_weights_only")
         if save_freq != "epoch":
             if isinstance(save_freq, str):
                 raise ValueError(f"save_freq: expected 'epoch' or a number of batches, got {save_freq!r}")
             save_freq = _checks.integer(save_freq, "save_freq", low=1)
         self.save_freq = save_freq
-        self.save_training_state = _flag(save_training_state, "save_training_state")
+        self.save_training_state = _checks.flag(save_training_state, "save_training_state")
         if self.save_training_state and save_freq != "epoch":
             raise ValueError(f"save_freq: a checkpoint with the training state is written at the end of an "
                              f"epoch; use save_freq='epoch' with save_training_state=True, got {save_freq!r}")
@@ -509,6 +503,8 @@ class ModelCheckpoint(_MonitorCallback):
             raise TypeError("filepath: expected a str path, got bytes")
         if not filepath:
             raise ValueError("filepath: expected a file path, got ''")
+        if "\0" in filepath:
+            raise ValueError(f"filepath: {filepath!r} contains a NUL character, which no file name may hold")
         try:
             fields = [field for _, field, _, _ in string.Formatter().parse(filepath) if field is not None]
         except ValueError as error:
@@ -522,6 +518,21 @@ class ModelCheckpoint(_MonitorCallback):
 
     def on_train_begin(self, logs=None):
         self._batches_seen = 0
+        # A fixed path that can never be written is reported before the first epoch, not after it.
+        if not any(field is not None for _, field, _, _ in string.Formatter().parse(self.filepath)):
+            self._check_destination(self.filepath.replace("{{", "{").replace("}}", "}"))
+
+    @staticmethod
+    def _check_destination(path):
+        """ValueError for a path that names a folder, or whose folder is a file."""
+        if os.path.isdir(path):
+            raise ValueError(f"filepath: {path!r} is a folder; name a file in it, e.g. "
+                             f"{os.path.join(path, 'model.safetensors')!r}")
+        folder = os.path.dirname(path)
+        while folder and not os.path.exists(folder):
+            folder = os.path.dirname(folder)
+        if folder and not os.path.isdir(folder):
+            raise ValueError(f"filepath: {path!r} is under {folder!r}, which is a file, not a folder")
 
     def get_state(self):
         return {"best": self.best, "batches_seen": self._batches_seen, "epoch": self._epoch}
@@ -587,15 +598,24 @@ class ModelCheckpoint(_MonitorCallback):
             raise
 
     def _write(self, path):
-        folder = os.path.dirname(path)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        if self.save_training_state:
-            self.model.save_checkpoint(path)
-        elif self.save_weights_only:
-            self.model.save_weights(path)
-        else:
-            self.model.save(path)
+        self._check_destination(path)
+        try:
+            folder = os.path.dirname(path)
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+            if self.save_training_state:
+                self.model.save_checkpoint(path)
+            elif self.save_weights_only:
+                self.model.save_weights(path)
+            else:
+                self.model.save(path)
+        except OSError as error:
+            if error.errno is None or error.filename == path:
+                raise
+            # The system's message may name a temporary file of the atomic write; the user
+            # needs the path they gave. The type (PermissionError, ...) and errno are kept.
+            raise type(error)(error.errno, f"filepath: ModelCheckpoint could not write the file "
+                                           f"({error.strerror})", path) from error
 
 
 class TerminateOnNaN(Callback):

@@ -16,11 +16,25 @@ import numpy as np
 from .ops import _checks as check
 
 
-def to_float32(values: Any, name: str) -> np.ndarray:
-    """``values`` as a float32 array (the array itself when it already is one), all finite."""
-    array = np.asarray(values)
+def _as_array(values: Any, name: str) -> np.ndarray:
+    """np.asarray(values), with the argument named when NumPy cannot read it (ragged lists)."""
+    if values is None:
+        raise TypeError(f"{name}: expected an array of numbers, got None")
+    try:
+        return np.asarray(values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}: cannot be read as an array of numbers ({error})") from None
+
+
+def _numeric(array: np.ndarray, name: str) -> None:
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected numeric values, got dtype {array.dtype}")
+
+
+def to_float32(values: Any, name: str) -> np.ndarray:
+    """``values`` as a float32 array (the array itself when it already is one), all finite."""
+    array = _as_array(values, name)
+    _numeric(array, name)
     with np.errstate(over="ignore"):
         result = np.asarray(array, dtype=np.float32)
     finite = np.isfinite(result)
@@ -32,7 +46,7 @@ def to_float32(values: Any, name: str) -> np.ndarray:
             raise ValueError(f"{name}: the value {float(original):g} at {where} overflows float32 (largest "
                              f"magnitude {np.finfo(np.float32).max:.4g}); rescale the data")
         raise ValueError(f"{name}: contains {float(result[position])} at {where}; remove or impute non-finite "
-                         f"values before training")
+                         f"values first")
     return result
 
 
@@ -47,7 +61,9 @@ def _describe_position(position: Tuple[int, ...]) -> str:
 def features(x: Any, name: str = "x", input_dim: Optional[int] = None) -> np.ndarray:
     """``x`` checked to be a non-empty 2-D numeric array (of ``input_dim`` columns when given),
     returned as a C-contiguous float32 array (converted once, see the module's rule)."""
-    array = np.asarray(x)
+    array = _as_array(x, name)
+    # The type first: a string or an object is not data of the wrong shape.
+    _numeric(array, name)
     if array.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array (samples, features), got shape {array.shape}")
     if array.shape[0] == 0:

@@ -4,10 +4,12 @@ A layer holds no arrays of its own: its parameters (``kernel`` of shape (inputs,
 Keras, and ``bias``) and their gradients are views into the model's flat buffers, and the
 per-batch arrays it writes (``allocate``) are created once per training run and reused by every
 batch. ``forward`` keeps what ``backward`` needs: the *_grad kernels take the forward's input,
-so a Dense layer keeps its pre-activation."""
+so a Dense layer keeps its pre-activation (with relu or leaky_relu only its output, at which
+their derivative is the same)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -23,6 +25,32 @@ ACTIVATIONS = _FUSED_ACTIVATIONS + ("softmax",)
 # The slope of "leaky_relu" given by name (PyTorch's default; Keras uses 0.2 for the function and
 # 0.3 for the layer). LeakyReLU(negative_slope=...) sets another.
 DEFAULT_NEGATIVE_SLOPE = 0.01
+
+
+def _physical_memory() -> Optional[int]:
+    """The machine's physical memory in bytes, or None where the platform does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _require_memory(layer: "Layer", shapes: List[Tuple[str, Tuple[int, ...]]], arguments: str) -> None:
+    """ValueError naming ``arguments`` when one parameter of ``shapes`` is larger than the
+    machine's memory: the model keeps parameters, gradients and optimizer state of that size, so
+    such a layer can never be built, and NumPy's MemoryError would not say which setting to change."""
+    memory = _physical_memory()
+    if memory is None:
+        return
+    for name, shape in shapes:
+        size = 4
+        for extent in shape:
+            size *= extent
+        if size > memory:
+            gib = 2.0 ** 30
+            raise ValueError(f"{arguments}: layer {layer.name!r} would hold a {name} of shape {shape}, "
+                             f"{size / gib:.4g} GiB of float32, more than this machine's {memory / gib:.4g} GiB "
+                             f"of memory")
 
 
 def _activation_name(activation: Optional[str]) -> Optional[str]:
@@ -41,6 +69,13 @@ def activate(name: str, negative_slope: float, x: np.ndarray, out: np.ndarray) -
     if name == "leaky_relu":
         return ops.leaky_relu(x, negative_slope, out=out)
     return getattr(ops, name)(x, out=out)
+
+
+def _derivative_from_output(name: Optional[str], negative_slope: float) -> bool:
+    """Whether ``name``'s derivative can be taken at its output instead of its input: true for
+    relu, and for leaky_relu with a slope >= 0, whose derivative depends only on whether the
+    input is > 0, and whose output is > 0 exactly where the input is (NaN and -0.0 included)."""
+    return name == "relu" or (name == "leaky_relu" and negative_slope >= 0.0)
 
 
 def activation_grad(name: str, negative_slope: float, grad_output: np.ndarray, x: np.ndarray,
@@ -81,9 +116,7 @@ class Layer:
 
     @trainable.setter
     def trainable(self, value: bool) -> None:
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"trainable: expected True or False, got {type(value).__name__}")
-        self._trainable = bool(value)
+        self._trainable = check.flag(value, "trainable")
 
     # Layout -----------------------------------------------------------------------------------
 
@@ -194,7 +227,7 @@ class Dense(Layer):
         super().__init__(name=name, trainable=trainable)
         self.units = check.integer(units, "units", low=1)
         self.activation = _activation_name(activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = check.flag(use_bias, "use_bias")
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
@@ -209,6 +242,7 @@ class Dense(Layer):
         shapes = [("kernel", (input_dim, self.units))]
         if self.use_bias:
             shapes.append(("bias", (self.units,)))
+        _require_memory(self, shapes, "units, input_dim")
         return shapes
 
     def build(self, input_dim, parameters, gradients):
@@ -261,7 +295,15 @@ class Dense(Layer):
             if activation == "softmax":
                 ops.softmax(out, out=out)
             return out
+        if _derivative_from_output(activation, self.negative_slope):
+            # The GEMM epilogue applies the activation, and the backward pass takes the
+            # derivative at the output, which equals the derivative at the input here.
+            out = ops.matmul(x, self.kernel, bias=self.bias, activation=activation,
+                             negative_slope=self.negative_slope, out=buffers["out"][:rows])
+            buffers["derivative_at"] = buffers["out"]
+            return out
         pre = ops.matmul(x, self.kernel, bias=self.bias, out=buffers["pre"][:rows])
+        buffers["derivative_at"] = buffers["pre"]
         if activation is None:
             return pre
         return activate(activation, self.negative_slope, pre, buffers["out"][:rows])
@@ -270,10 +312,10 @@ class Dense(Layer):
         rows = x.shape[0]
         grad_pre = grad_output
         if self.activation is not None and apply_activation:
-            pre = buffers["pre"][:rows]
+            at = buffers["derivative_at"][:rows]
             # softmax_grad may write over its input, the elementwise ones over grad_output.
-            target = pre if self.activation == "softmax" else grad_output
-            grad_pre = activation_grad(self.activation, self.negative_slope, grad_output, pre, target)
+            target = at if self.activation == "softmax" else grad_output
+            grad_pre = activation_grad(self.activation, self.negative_slope, grad_output, at, target)
         if self.trainable:
             ops.matmul(x, grad_pre, trans_a=True, out=self.kernel_grad)
             if self.use_bias:
@@ -483,9 +525,7 @@ class Normalization(Layer):
 
     @trainable.setter
     def trainable(self, value: bool) -> None:
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"trainable: expected True or False, got {type(value).__name__}")
-        if value:
+        if check.flag(value, "trainable"):
             raise ValueError("trainable: a Normalization layer holds statistics of the data, which are not "
                              "trained; adapt(x) recomputes them")
 
@@ -521,7 +561,9 @@ class Normalization(Layer):
         return self._parameters["variance"]
 
     def parameter_shapes(self, input_dim):
-        return [("mean", (input_dim,)), ("variance", (input_dim,))]
+        shapes = [("mean", (input_dim,)), ("variance", (input_dim,))]
+        _require_memory(self, shapes, "input_dim")
+        return shapes
 
     def build(self, input_dim, parameters, gradients):
         if self.declared_input_dim is not None and self.declared_input_dim != input_dim:

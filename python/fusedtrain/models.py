@@ -333,6 +333,8 @@ class Sequential:
         return array
 
     def _targets(self, y: Any, rows: int, name: str = "y") -> np.ndarray:
+        if y is None:
+            raise TypeError(f"{name}: expected an array of targets, one per sample, got None")
         y = host_array(y, name)
         shape = np.shape(y)
         if len(shape) == 0:
@@ -389,11 +391,9 @@ class Sequential:
         initial_epoch = check.integer(initial_epoch, "initial_epoch", low=0)
         batch_size = check.integer(batch_size, "batch_size", low=1)
         validation_split = check.real(validation_split, "validation_split", low=0.0, high=1.0, high_open=True)
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"shuffle: expected True or False, got {shuffle!r}")
+        shuffle = check.flag(shuffle, "shuffle")
         verbose = check.integer(int(verbose) if isinstance(verbose, bool) else verbose, "verbose", low=0, high=2)
-        if not isinstance(terminate_on_nan, (bool, np.bool_)):
-            raise TypeError(f"terminate_on_nan: expected True or False, got {terminate_on_nan!r}")
+        terminate_on_nan = check.flag(terminate_on_nan, "terminate_on_nan")
         if seed is not None:
             seed = check.integer(seed, "seed", low=0)
         if callbacks is not None and not isinstance(callbacks, (list, tuple)):

@@ -146,7 +146,7 @@ class SGD(Optimizer):
                  weight_decay: float = 0.0, *, clipnorm: Optional[float] = None, lr: Optional[float] = None):
         super().__init__(learning_rate, clipnorm=clipnorm, lr=lr)
         self.momentum = check.real(momentum, "momentum", low=0.0)
-        self.nesterov = bool(nesterov)
+        self.nesterov = check.flag(nesterov, "nesterov")
         if self.nesterov and self.momentum == 0.0:
             raise ValueError("nesterov: Nesterov momentum needs momentum > 0")
         self.weight_decay = check.real(weight_decay, "weight_decay", low=0.0)

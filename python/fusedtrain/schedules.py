@@ -14,8 +14,13 @@ from .ops import _checks
 __all__ = ["StepDecay", "ExponentialDecay", "CosineDecay"]
 
 
+# Far beyond any training run, and small enough that every schedule's float arithmetic on it
+# stays finite or underflows to 0 (a Python int of 2**1100 epochs would overflow the conversion).
+MAX_EPOCH = 2**63 - 1
+
+
 def _epoch(epoch) -> int:
-    return _checks.integer(epoch, "epoch", low=0)
+    return _checks.integer(epoch, "epoch", low=0, high=MAX_EPOCH)
 
 
 class StepDecay:

@@ -14,6 +14,7 @@
 
 #include "common/activations.h"
 #include "cpu/isa.h"
+#include "cpu/parallel.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -373,7 +374,8 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   // start-up (and, on a busy machine, waiting for a core) costs more than it saves.
   double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   int64_t useful = static_cast<int64_t>(flops / 1048576.0);
-  int threads = static_cast<int>(useful < omp_get_max_threads() ? (useful > 1 ? useful : 1) : omp_get_max_threads());
+  const int available = kernel_threads();
+  int threads = static_cast<int>(useful < available ? (useful > 1 ? useful : 1) : available);
   if (threads == 1) {
     if (!gemm_block(op_a, op_b, 0, m, 0, n, k, c, ldc, e)) throw std::bad_alloc();
     return;

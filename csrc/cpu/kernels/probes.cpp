@@ -55,7 +55,7 @@ double fma_rounds(int64_t rounds) {
 
 double fma_probe(int64_t rounds) {
   double flops = 0.0;
-#pragma omp parallel reduction(+ : flops)
+#pragma omp parallel num_threads(kernel_threads()) reduction(+ : flops)
   flops += fma_rounds(rounds);
   return flops;
 }

@@ -13,9 +13,10 @@
 //     sgd_step's velocity is needed only with momentum != 0);
 //   - a leading dimension is smaller than the columns it strides over (gemm: lda, ldb, ldc);
 //   - an Activation or Reduction holds a value outside its enumerators;
-//   - softmax_cross_entropy_loss gets a label outside [0, classes);
+//   - softmax_cross_entropy_loss or count_correct gets a label outside [0, classes);
 //   - adam_step gets step < 1; dropout gets a rate outside [0, 1) (or NaN);
-//   - set_num_threads gets threads < 1.
+//   - set_num_threads gets threads < 1;
+//   - an array's rows x row length (columns or leading dimension) overflows int64_t.
 // On a throw nothing has been written. gemm throws std::bad_alloc when its per-thread packing
 // buffers (about 3 MiB per thread, allocated once) cannot be allocated; C is then unspecified.
 // What the checks cannot see is the caller's to get
@@ -33,6 +34,8 @@ namespace fusedtrain::cpu {
 
 // The instruction-set path the kernels use on this machine: "avx2+fma" or "portable".
 const char* simd_path();
+// The kernels' OpenMP thread count: one count for the whole process, whichever thread calls a
+// kernel; it starts at OpenMP's default (OMP_NUM_THREADS).
 int get_num_threads();
 void set_num_threads(int threads);
 

@@ -13,6 +13,7 @@ import numpy as np
 from .. import _C
 
 FLOAT32 = np.dtype(np.float32)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def is_cupy(array: Any) -> bool:
@@ -148,7 +149,8 @@ def no_overlap(out: Any, name: str, inputs: dict, in_place: tuple = ()) -> None:
 
 def real(value: Any, name: str, low: float | None = None, high: float | None = None,
          low_open: bool = False, high_open: bool = False) -> float:
-    """A finite real number within [low, high] (a bound is excluded when its *_open is set)."""
+    """A finite real number within float32 range and within [low, high] (a bound is excluded
+    when its *_open is set)."""
     if type(value) is not float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
@@ -158,6 +160,10 @@ def real(value: Any, name: str, low: float | None = None, high: float | None = N
             raise ValueError(f"{name}: expected a finite number, got an integer beyond float range") from None
     if not math.isfinite(value):
         raise ValueError(f"{name}: expected a finite number, got {value}")
+    if abs(value) > FLOAT32_MAX:
+        # The kernels compute in float32, where such a value would become infinite.
+        raise ValueError(f"{name}: expected a number within float32 range (magnitude at most "
+                         f"{FLOAT32_MAX:.8g}), got {value}")
     below = low is not None and (value < low or (low_open and value == low))
     above = high is not None and (value > high or (high_open and value == high))
     if below or above:
@@ -184,18 +190,27 @@ def integer(value: Any, name: str, low: int | None = None, high: int | None = No
     return value
 
 
+def flag(value: Any, name: str) -> bool:
+    """A bool (Python or NumPy): a string such as "no" or a number must not switch an option on."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {type(value).__name__}")
+    return bool(value)
+
+
 def instance_or_named(value: Any, name: str, base: type, by_name: dict, expected: str,
                       ignore_case: bool = False) -> Any:
     """`value` itself when it is a `base` instance, else a new object from the factory that
-    `by_name` holds for the name `value`; otherwise ValueError
-    "{name}: expected {expected} 'a', 'b', ..., got {value!r}"."""
+    `by_name` holds for the name `value`; otherwise "{name}: expected {expected} 'a', 'b', ...,
+    got ...": a ValueError for an unknown name, a TypeError for anything but a name or a `base`."""
     if isinstance(value, base):
         return value
-    if isinstance(value, str):
-        key = value.lower() if ignore_case else value
-        if key in by_name:
-            return by_name[key]()
-    raise ValueError(f"{name}: expected {expected} {', '.join(repr(n) for n in by_name)}, got {value!r}")
+    options = f"{name}: expected {expected} {', '.join(repr(n) for n in by_name)}"
+    if not isinstance(value, str):
+        raise TypeError(f"{options}, got {type(value).__name__}")
+    key = value.lower() if ignore_case else value
+    if key not in by_name:
+        raise ValueError(f"{options}, got {value!r}")
+    return by_name[key]()
 
 
 def choice(value: Any, name: str, options: dict) -> Any:

@@ -34,6 +34,9 @@ def matmul(a: np.ndarray, b: np.ndarray, *, trans_a: bool = False, trans_b: bool
     result = _C.gemm(a, b, out, bias, trans_a, trans_b, alpha, beta, activation, negative_slope, ACTIVATIONS)
     if result is not None:
         return result
+    trans_a = check.flag(trans_a, "trans_a")
+    trans_b = check.flag(trans_b, "trans_b")
+    allow_tf32 = check.flag(allow_tf32, "allow_tf32")
     xp = check.array_module("matmul", a, b, bias, out)
     a = check.array(a, "a", ndim=2, xp=xp)
     b = check.array(b, "b", ndim=2, xp=xp)
@@ -55,10 +58,10 @@ def matmul(a: np.ndarray, b: np.ndarray, *, trans_a: bool = False, trans_b: bool
     out = check.output(out, (m, n), inputs={"a": a, "b": b, "bias": bias}, xp=xp)
     if xp is np:
         # Checked and normalised (booleans, floats), the arguments are ones the compiled call takes.
-        result = _C.gemm(a, b, out, bias, bool(trans_a), bool(trans_b), alpha, beta, activation, slope, ACTIVATIONS)
+        result = _C.gemm(a, b, out, bias, trans_a, trans_b, alpha, beta, activation, slope, ACTIVATIONS)
         if result is None:
             raise RuntimeError("matmul: the compiled checks refused arguments that the Python checks accept")
     else:
-        _C.cuda_gemm(bool(trans_a), bool(trans_b), m, n, k, alpha, a.data.ptr, a.shape[1], b.data.ptr, b.shape[1],
-                     beta, out.data.ptr, n, _cuda.pointer(bias), code, slope, bool(allow_tf32), _cuda.stream(xp))
+        _C.cuda_gemm(trans_a, trans_b, m, n, k, alpha, a.data.ptr, a.shape[1], b.data.ptr, b.shape[1],
+                     beta, out.data.ptr, n, _cuda.pointer(bias), code, slope, allow_tf32, _cuda.stream(xp))
     return out

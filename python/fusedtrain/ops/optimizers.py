@@ -15,6 +15,10 @@ from . import _checks as check
 from . import _cuda
 
 
+# The kernels count steps in a signed 64-bit integer.
+MAX_STEP = 2**63 - 1
+
+
 def _buffers(op: str, param: Any, grad: Any, **state: Any) -> tuple:
     """The array module, then param and the state arrays (writeable) and grad, all of param's
     shape, none overlapping."""
@@ -43,6 +47,7 @@ def sgd_step(param: np.ndarray, grad: np.ndarray, velocity: Optional[np.ndarray]
     lr = check.real(lr, "lr", low=0.0)
     momentum = check.real(momentum, "momentum", low=0.0)
     weight_decay = check.real(weight_decay, "weight_decay", low=0.0)
+    nesterov = check.flag(nesterov, "nesterov")
     if nesterov and momentum == 0.0:
         raise ValueError("nesterov: Nesterov momentum needs momentum > 0")
     if momentum != 0.0 and velocity is None:
@@ -52,10 +57,10 @@ def sgd_step(param: np.ndarray, grad: np.ndarray, velocity: Optional[np.ndarray]
     else:
         xp, param, grad, velocity = _buffers("sgd_step", param, grad, velocity=velocity)
     if xp is np:
-        _C.sgd_step(param, grad, velocity, lr, momentum, bool(nesterov), weight_decay)
+        _C.sgd_step(param, grad, velocity, lr, momentum, nesterov, weight_decay)
     else:
         _C.cuda_sgd_step(param.data.ptr, grad.data.ptr, _cuda.pointer(velocity), param.size, lr, momentum,
-                         bool(nesterov), weight_decay, _cuda.stream(xp))
+                         nesterov, weight_decay, _cuda.stream(xp))
 
 
 def adam_step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, *, step: int,
@@ -63,18 +68,19 @@ def adam_step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray,
               weight_decay: float = 0.0, decoupled: bool = False) -> None:
     """Adam with bias correction, in place; ``step`` counts from 1. ``decoupled=True`` is AdamW
     (``param *= 1 - lr * weight_decay``); otherwise weight decay is added to the gradient."""
-    step = check.integer(step, "step", low=1)
+    step = check.integer(step, "step", low=1, high=MAX_STEP)
     lr = check.real(lr, "lr", low=0.0)
     beta1 = check.real(beta1, "beta1", low=0.0, high=1.0, high_open=True)
     beta2 = check.real(beta2, "beta2", low=0.0, high=1.0, high_open=True)
     eps = check.real(eps, "eps", low=0.0)
     weight_decay = check.real(weight_decay, "weight_decay", low=0.0)
+    decoupled = check.flag(decoupled, "decoupled")
     xp, param, grad, m, v = _buffers("adam_step", param, grad, m=m, v=v)
     if xp is np:
-        _C.adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, bool(decoupled))
+        _C.adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
     else:
         _C.cuda_adam_step(param.data.ptr, grad.data.ptr, m.data.ptr, v.data.ptr, param.size, step, lr, beta1, beta2,
-                          eps, weight_decay, bool(decoupled), _cuda.stream(xp))
+                          eps, weight_decay, decoupled, _cuda.stream(xp))
 
 
 def rmsprop_step(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, *, lr: float,
@@ -108,7 +114,12 @@ def clip_grad_norm(grads: Union[np.ndarray, Sequence[np.ndarray]], max_norm: flo
         if isinstance(grads, (str, bytes)) or not hasattr(grads, "__iter__"):
             raise TypeError(f"grads: expected a numpy.ndarray or a sequence of them, "
                             f"got {check.describe(grads)}")
-        arrays = list(grads)
+        try:
+            arrays = list(grads)
+        except (TypeError, ValueError, NotImplementedError) as error:
+            # Iterable in name only (a multi-dimensional memoryview, ...).
+            raise TypeError(f"grads: expected a numpy.ndarray or a sequence of them, got "
+                            f"{check.describe(grads)} ({error})") from None
         names = [f"grads[{index}]" for index in range(len(arrays))]
     xp = check.array_module("clip_grad_norm", *arrays)
     for value, name in zip(arrays, names):

@@ -34,7 +34,7 @@ def argmax(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     x = check.array(x, "x", ndim=2, xp=xp)
     if x.shape[1] == 0 and x.shape[0] > 0:
         raise ValueError(f"x: argmax of rows with no columns is undefined (got shape {tuple(x.shape)})")
-    out = check.output(out, (x.shape[0],), dtype=np.int64, xp=xp)
+    out = check.output(out, (x.shape[0],), dtype=np.int64, inputs={"x": x}, xp=xp)
     if xp is np:
         _C.argmax_rows(x, out)
     else:
@@ -43,7 +43,8 @@ def argmax(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
 
 
 def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of rows of ``scores`` (rows, classes) whose argmax equals the int32/int64 label."""
+    """Fraction of rows of ``scores`` (rows, classes) whose argmax equals the int32/int64 label.
+    On the CPU a label outside [0, classes) raises ValueError."""
     xp = check.array_module("accuracy", scores, labels)
     scores = check.array(scores, "scores", ndim=2, xp=xp)
     rows, classes = scores.shape
@@ -53,7 +54,12 @@ def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
         raise ValueError(f"scores: expected at least one class column, got shape {tuple(scores.shape)}")
     labels = check.labels(labels, "labels", rows, xp=xp)
     if xp is np:
-        return _C.count_correct(scores, labels) / rows
+        # A label outside [0, classes) would silently count as wrong; it is a mistake in the
+        # data, as it is for softmax_cross_entropy, and the kernel's checks refuse it.
+        try:
+            return _C.count_correct(scores, labels) / rows
+        except ValueError as error:
+            raise ValueError(f"labels: {error}") from None
     workspace = _cuda.workspace(xp)
     label_bits = 32 if labels.dtype == np.int32 else 64
     correct = _C.cuda_count_correct(scores.data.ptr, labels.data.ptr, label_bits, rows, classes, workspace.data.ptr,
