@@ -3,6 +3,7 @@ fit(..., resume=path) / fit(..., initial_epoch=...). An interrupted run resumed 
 object ends with exactly the weights and history of an uninterrupted one."""
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -461,3 +462,15 @@ def test_optimizer_state_export_and_import():
     np.testing.assert_array_equal(target.m, source.m)
     np.testing.assert_array_equal(target.v, source.v)
     assert optimizers.SGD.from_config(optimizers.SGD(0.1, momentum=0.5, nesterov=True).get_config()).nesterov
+
+
+def test_resume_errors_name_the_argument_and_the_checkpoint(data, tmp_path):
+    model = make_model()
+    fit(model, data, [], epochs=3)
+    path = tmp_path / "c.safetensors"
+    model.save_checkpoint(path)
+    with pytest.raises(TypeError, match=r"^resume: expected a file path \(str or os.PathLike\), got int"):
+        fit(make_model(), data, [], epochs=4, resume=3)
+    with pytest.raises(ValueError, match=rf"^epochs: training would end at epoch 2 but the checkpoint "
+                                         rf"{re.escape(str(path))} continues at epoch 3"):
+        fit(make_model(), data, [], epochs=2, resume=path)

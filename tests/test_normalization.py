@@ -151,3 +151,13 @@ def test_model_file_metadata_entries(tmp_path):
     with pytest.raises(TypeError, match="str keys and values"):
         serialization.save(model, tmp_path / "n.safetensors", metadata={"task": 3})
     assert not (tmp_path / "n.safetensors").exists()
+
+
+def test_set_weights_refuses_a_negative_variance():
+    model = ft.Sequential([ft.layers.Normalization(), ft.layers.Dense(2)], input_dim=3, seed=0)
+    weights = model.get_weights()
+    before = model.parameters.copy()
+    weights[1] = np.array([1.0, -0.5, 2.0], np.float32)
+    with pytest.raises(ValueError, match=r"weights\[1\]: normalization\w*\.variance must be >= 0, got -0.5 at index 1"):
+        model.set_weights(weights)
+    np.testing.assert_array_equal(model.parameters, before)

@@ -454,14 +454,18 @@ def _task_info(text: Optional[str], model: Sequential, path: str) -> TaskInfo:
                                  f"handles single-label classifiers and regressors, use the Python API")
             return TaskInfo(CLASSIFICATION, classes=[0, 1])
         return TaskInfo(REGRESSION)
+    damaged = f"{path}: the {TASK_METADATA_KEY!r} metadata"
     try:
         entry = json.loads(text)
-    except json.JSONDecodeError:
-        raise UsageError(f"{path}: the {TASK_METADATA_KEY!r} metadata is not valid JSON; the file is damaged") from None
+    except (json.JSONDecodeError, RecursionError):
+        raise UsageError(f"{damaged} is not valid JSON; the file is damaged") from None
     if not isinstance(entry, dict) or entry.get("task") not in (CLASSIFICATION, REGRESSION):
-        raise UsageError(f"{path}: the {TASK_METADATA_KEY!r} metadata names no task; the file is damaged")
+        raise UsageError(f"{damaged} names no task; the file is damaged")
     info = TaskInfo(entry["task"], classes=entry.get("classes"), target=entry.get("target"),
                     features=entry.get("features"), data=entry.get("data"))
+    for name in ("target", "data"):
+        if not isinstance(getattr(info, name), (str, type(None))):
+            raise UsageError(f"{damaged}: {name} is not a string; the file is damaged")
     if info.task == CLASSIFICATION:
         if not model.compiled or model.loss.task != "multiclass":
             raise UsageError(f"{path}: the file says classification but the model is not compiled with "
@@ -469,10 +473,30 @@ def _task_info(text: Optional[str], model: Sequential, path: str) -> TaskInfo:
         if not isinstance(info.classes, list) or len(info.classes) != outputs:
             count = len(info.classes) if isinstance(info.classes, list) else 0
             raise UsageError(f"{path}: the model has {outputs} outputs but its file lists {count} class labels")
+        if not _distinct_labels(info.classes):
+            raise UsageError(f"{damaged}: the class labels are not distinct strings or distinct finite numbers; "
+                             f"the file is damaged")
     if info.features is not None and (not isinstance(info.features, list) or len(info.features) != model.input_dim):
         raise UsageError(f"{path}: the model takes {model.input_dim} features but its file names "
                          f"{len(info.features) if isinstance(info.features, list) else 0} feature columns")
+    if info.features is not None and not (all(isinstance(name, str) for name in info.features)
+                                          and len(set(info.features)) == len(info.features)):
+        raise UsageError(f"{damaged}: the feature columns are not distinct names; the file is damaged")
     return info
+
+
+def _distinct_labels(classes: List[Any]) -> bool:
+    """Whether ``classes`` are labels as encode_classes writes them: all strings, or all finite
+    numbers (integers or floats, not booleans), no two equal as map_classes compares them."""
+    if all(isinstance(label, str) for label in classes):
+        return len(set(classes)) == len(classes)
+    if not all(isinstance(label, (int, float)) and not isinstance(label, bool) for label in classes):
+        return False
+    try:
+        values = [float(label) for label in classes]
+    except OverflowError:  # an integer beyond any float64 target
+        return False
+    return all(math.isfinite(value) for value in values) and len(set(values)) == len(values)
 
 
 def _model_data(paths: Sequence[str], info: TaskInfo, model: Sequential, target: Optional[str],
@@ -577,10 +601,13 @@ def build_model(features: int, outputs: int, args, mean: np.ndarray, variance: n
     stack.append(Dense(outputs))
     try:
         model = Sequential(stack, input_dim=features, device=args.device, seed=args.seed)
+        model.build()
     except NotImplementedError:
         raise UsageError(f"--device {args.device}: training on the GPU is not available yet; use --device cpu "
                          f"or auto") from None
-    model.build()
+    except ValueError as error:
+        # The layer sizes are what the user chose here: a layer too large for the machine's memory.
+        raise UsageError(f"--layers: {error}") from None
     return model
 
 

@@ -118,6 +118,12 @@ class Layer:
     def trainable(self, value: bool) -> None:
         self._trainable = check.flag(value, "trainable")
 
+    def weight_problem(self, name: str, values: np.ndarray) -> Optional[str]:
+        """What is wrong with ``values`` (finite float32, of the right shape) as this layer's
+        parameter ``name``, or None: the check every path that sets weights applies (set_weights,
+        weight files, model files, checkpoints)."""
+        return None
+
     # Layout -----------------------------------------------------------------------------------
 
     def output_dim_for(self, input_dim: int) -> int:
@@ -533,9 +539,9 @@ class Normalization(Layer):
         if mean.shape != variance.shape:
             raise ValueError(f"variance: expected one value per feature like mean, shape {mean.shape}, got "
                              f"shape {variance.shape}")
-        if (variance < 0).any():
-            index = int(np.argmax(variance < 0))
-            raise ValueError(f"variance: must be >= 0, got {variance[index]:g} at index {index}")
+        problem = self.weight_problem("variance", variance)
+        if problem:
+            raise ValueError(f"variance: {problem}")
         if self.built:
             if mean.shape[0] != self.input_dim:
                 raise ValueError(f"x: the layer is built for {self.input_dim} features, got {mean.shape[0]}")
@@ -544,6 +550,13 @@ class Normalization(Layer):
             return
         self._statistics = (mean, variance)
         self.declared_input_dim = mean.shape[0]
+
+    def weight_problem(self, name, values):
+        # The square root of a negative variance would make every output NaN.
+        if name == "variance" and (values < 0).any():
+            index = int(np.argmax(values < 0))
+            return f"must be >= 0, got {values.flat[index]:g} at index {index}"
+        return None
 
     def adapt(self, x: Any) -> None:
         """Sets mean and variance to those of each column of ``x`` (samples, features): the

@@ -407,7 +407,8 @@ class Sequential:
             checkpoint.check(self, user_callbacks)
             checkpoint.prepare(self)
         if epochs < initial_epoch:
-            raise ValueError(f"epochs: training would end at epoch {epochs} but starts at epoch {initial_epoch}; "
+            start = f"the checkpoint {checkpoint.source} continues at" if checkpoint is not None else "starts at"
+            raise ValueError(f"epochs: training would end at epoch {epochs} but {start} epoch {initial_epoch}; "
                              f"epochs is the index of the last epoch (Keras), not a number of further epochs")
 
         x_all = self._features(x)
@@ -697,6 +698,9 @@ class Sequential:
             if array.shape != shape:
                 raise ValueError(f"weights[{index}]: expected shape {shape} for {self.layers[layer_index].name}."
                                  f"{name}, got {array.shape}")
+            problem = self.layers[layer_index].weight_problem(name, array)
+            if problem:
+                raise ValueError(f"weights[{index}]: {self.layers[layer_index].name}.{name} {problem}")
             arrays.append(array)
         self.build(input_dim)
         for target, array in zip((value for layer in self.layers for value in layer.weights), arrays):

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import callbacks as callbacks_module
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
@@ -57,6 +58,21 @@ OPTIMIZER_CLASSES = {cls.__name__: cls for cls in (optimizers_module.SGD, optimi
 _RESUME_IGNORED_SETTINGS = ("name", "trainable", "kernel_initializer", "bias_initializer")
 # The metadata entries fusedtrain writes itself; save(metadata=...) may add others.
 _RESERVED_METADATA = ("format", "format_version", "fusedtrain_version", "architecture", "compile", "training")
+# What the built-in callbacks keep (their get_state), key by key: the kinds of value (as
+# _value_kind names them) each key may hold, so that resume refuses a damaged state before
+# training rather than failing in the middle of an epoch. Another callback's set_state checks
+# its own state.
+_COUNTER = ("an integer",)
+_MEASURE = ("None", "a number", "an integer")  # None: nothing measured yet
+_EPOCH = ("None", "an integer")
+_FLAG = ("a boolean",)
+_WEIGHTS = ("None", "arrays", "an empty list")
+CALLBACK_STATE_KINDS = {
+    "EarlyStopping": {"wait": _COUNTER, "stopped_epoch": _COUNTER, "best": _MEASURE, "best_epoch": _EPOCH,
+                      "stopped": _FLAG, "best_weights": _WEIGHTS},
+    "ReduceLROnPlateau": {"best": _MEASURE, "wait": _COUNTER, "cooldown_counter": _COUNTER},
+    "ModelCheckpoint": {"best": _MEASURE, "batches_seen": _COUNTER, "epoch": _COUNTER},
+}
 # In a callback's stored state, stands for a list of arrays kept as tensors "callbacks.{k}.{key}.{j}".
 _TENSORS_MARK = "__tensors__"
 # One os.write call writes at most this much (some systems refuse single writes above 2 GiB).
@@ -68,8 +84,10 @@ _WRITE_CHUNK = 1 << 30
 def write_atomically(path: Any, data: bytes) -> None:
     """Writes ``data`` to ``path`` so that ``path`` holds either its old or its new contents,
     whatever happens: a temporary file in the same folder is written, flushed to disk with
-    fsync, then renamed over ``path``; on any failure it is removed. A full disk raises
-    OSError(ENOSPC) saying so."""
+    fsync, then renamed over ``path``; on any failure it is removed and an OSError naming
+    ``path`` says that nothing was saved (a full disk says so). A process killed in the middle
+    leaves ``path`` as it was, and possibly the temporary file: a hidden file beside it named
+    ``.{name}.{12 hex digits}.tmp``, which nothing reads and which can be deleted."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     # A hidden name beside the target (the rename must stay on one file system), short enough
@@ -79,9 +97,7 @@ def write_atomically(path: Any, data: bytes) -> None:
         # O_EXCL never reuses a file; mode 0o666 leaves the permissions to the umask, as open() does.
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as error:
-        if _is_full_disk(error):
-            raise _full_disk_error(error, path) from error
-        raise
+        raise _not_saved_error(error, path) from error
     try:
         try:
             _write_all(descriptor, data)
@@ -94,8 +110,8 @@ def write_atomically(path: Any, data: bytes) -> None:
             os.remove(temporary)
         except OSError:
             pass
-        if isinstance(error, OSError) and _is_full_disk(error):
-            raise _full_disk_error(error, path) from error
+        if isinstance(error, OSError):
+            raise _not_saved_error(error, path) from error
         raise
     _sync_folder(folder)
 
@@ -108,8 +124,8 @@ def _write_all(descriptor: int, data: bytes) -> None:
 
 
 def _sync_folder(folder: str) -> None:
-    """Makes the rename durable. Some systems (Windows) cannot open or sync a folder; the
-    rename is atomic there all the same."""
+    """Makes the rename durable where the system can: the file is saved by then, so a folder
+    that cannot be opened or synced (Windows cannot) is no error."""
     try:
         descriptor = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -119,16 +135,24 @@ def _sync_folder(folder: str) -> None:
     except OSError:
         pass
     finally:
-        os.close(descriptor)
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass
 
 
 def _is_full_disk(error: OSError) -> bool:
     return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
-def _full_disk_error(error: OSError, path: str) -> OSError:
-    return OSError(error.errno, "not saved: no space left on the device (the disk or the quota is full); "
-                                "the previous file, if any, is unchanged", path)
+def _not_saved_error(error: OSError, path: str) -> OSError:
+    """The error of a failed write_atomically: the same errno (so the same OSError subclass,
+    PermissionError for EACCES...), naming ``path`` rather than the temporary file."""
+    if _is_full_disk(error):
+        reason = "no space left on the device (the disk or the quota is full)"
+    else:
+        reason = error.strerror or str(error) or type(error).__name__
+    return OSError(error.errno, f"not saved: {reason}; the previous file, if any, is unchanged", path)
 
 
 # Reading ----------------------------------------------------------------------------------------
@@ -155,14 +179,19 @@ class StoredFile:
             return None
         try:
             return json.loads(text)
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, RecursionError) as error:
+            # RecursionError: arrays or objects nested thousands deep.
             raise ValueError(f"{self.source}: the {key!r} metadata is not valid JSON ({error}); the file "
                              f"is damaged") from None
 
 
-def read(path: Any) -> StoredFile:
-    """Reads and checks a safetensors file (see parse). A missing file raises FileNotFoundError."""
-    path = os.fspath(path)
+def read(path: Any, name: str = "path") -> StoredFile:
+    """Reads and checks a safetensors file (see parse). A missing file raises FileNotFoundError;
+    anything but a path, a TypeError naming the argument ``name``."""
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"{name}: expected a file path (str or os.PathLike), got {type(path).__name__}") from None
     with open(path, "rb") as handle:
         data = handle.read()
     return parse(data, str(path))
@@ -179,7 +208,7 @@ def parse(data: bytes, source: str) -> StoredFile:
                          f"{len(data) - 8} follow (a truncated file, or another format such as .npz)")
     try:
         header = json.loads(data[8:8 + header_size].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ValueError(f"{unreadable}: its header is not JSON (another format, or a damaged file)") from None
     if not isinstance(header, dict):
         raise ValueError(f"{unreadable}: its header is not a JSON object")
@@ -274,8 +303,20 @@ def check_weights(model, tensors: Dict[str, np.ndarray], source: str, num_layers
                          f"unexpected {sorted(unexpected) or 'none'}")
     arrays = {}
     for key, shape in expected.items():
-        arrays[key] = _checked_tensor(present[key], key, shape, source)
+        arrays[key] = _checked_parameter(model, _layer_index(key), key.split(".")[2], present[key], key, shape,
+                                         source)
     return input_dim, arrays
+
+
+def _checked_parameter(model, index: int, name: str, tensor: np.ndarray, key: str, shape: Tuple[int, ...],
+                       source: str) -> np.ndarray:
+    """_checked_tensor for the parameter ``name`` of ``model.layers[index]``, and the layer's own
+    check of its values (a Normalization layer's variance may not be negative)."""
+    _checked_tensor(tensor, key, shape, source)
+    problem = model.layers[index].weight_problem(name, tensor)
+    if problem:
+        raise ValueError(f"{source}: {key} {problem}")
+    return tensor
 
 
 def _checked_tensor(tensor: np.ndarray, key: str, shape: Tuple[int, ...], source: str) -> np.ndarray:
@@ -599,7 +640,8 @@ class Checkpoint:
         if self.shuffle_rng is not None:
             try:
                 np.random.default_rng().bit_generator.state = self.shuffle_rng
-            except (TypeError, ValueError, KeyError) as error:
+            except (TypeError, ValueError, KeyError, OverflowError) as error:
+                # OverflowError: a field beyond its C type (has_uint32 >= 2**31).
                 raise ValueError(f"{source}: training state: shuffle_rng is not a PCG64 generator state "
                                  f"({error})") from None
         self.history = self._history(training["history"])
@@ -619,7 +661,17 @@ class Checkpoint:
                 and all(isinstance(value, list) for value in values.values())):
             raise ValueError(f"{self.source}: training state: history must hold a list of epochs and a map of "
                              f"lists")
-        return [_integer(epoch, "history epoch", self.source) for epoch in epochs], values
+        epochs = [_integer(epoch, "history epoch", self.source) for epoch in epochs]
+        # The epochs a run recorded, in order, all before the one the checkpoint continues at; a
+        # quantity logged from some epoch on has at most one value per epoch.
+        if any(later <= earlier for earlier, later in zip(epochs, epochs[1:])) or (epochs and epochs[-1] >= self.epoch):
+            raise ValueError(f"{self.source}: training state: the history's epochs {epochs} are not increasing "
+                             f"epochs before epoch {self.epoch}")
+        longer = sorted(name for name, value in values.items() if len(value) > len(epochs))
+        if longer:
+            raise ValueError(f"{self.source}: training state: the history holds more values of {longer} than "
+                             f"epochs ({len(epochs)})")
+        return epochs, values
 
     def _callbacks(self, entries: Any) -> List[Tuple[str, Dict[str, Any]]]:
         if not isinstance(entries, list):
@@ -712,19 +764,28 @@ class Checkpoint:
                              f"{[name for name, _ in self.callbacks]}, but fit was given "
                              f"{[type(callback).__name__ for callback, _ in ours]}; pass the same callbacks "
                              f"(new objects are fine) to resume")
-        shapes = [shape for _, _, shape in self.probe._parameter_entries(self.input_dim)]
+        entries = self.probe._parameter_entries(self.input_dim)
         for (callback, fresh), (class_name, state) in zip(ours, self.callbacks):
             if set(fresh) != set(state):
                 raise ValueError(f"{self.source}: the state of {class_name} holds {sorted(state)}, expected "
                                  f"{sorted(fresh)}")
+            builtin = type(callback) is getattr(callbacks_module, class_name, None)
+            kinds = CALLBACK_STATE_KINDS.get(class_name, {}) if builtin else {}
             for key, value in state.items():
-                if isinstance(value, list) and value and isinstance(value[0], np.ndarray):
+                allowed = kinds.get(key)
+                if allowed is not None and _value_kind(value) not in allowed:
+                    raise ValueError(f"{self.source}: training state: {class_name}.{key} is "
+                                     f"{_value_kind(value)}, expected {' or '.join(allowed)}; the file is damaged")
+                # The weights a built-in callback keeps may be an empty list (a model of
+                # activation layers only); a user's callback may keep an empty list of anything.
+                if _value_kind(value) == "arrays" or (allowed is _WEIGHTS and value == []):
                     # The arrays a callback keeps are copies of the model's weights.
-                    if len(value) != len(shapes):
+                    if len(value) != len(entries):
                         raise ValueError(f"{self.source}: {class_name}.{key} holds {len(value)} arrays, the model "
-                                         f"has {len(shapes)} weights")
-                    for index, (array, shape) in enumerate(zip(value, shapes)):
-                        _checked_tensor(array, f"callbacks {class_name}.{key}[{index}]", shape, self.source)
+                                         f"has {len(entries)} weights")
+                    for position, (array, (index, name, shape)) in enumerate(zip(value, entries)):
+                        _checked_parameter(self.probe, index, name, array, f"callbacks {class_name}.{key}"
+                                           f"[{position}]", shape, self.source)
 
     def prepare(self, model) -> None:
         """Builds the model for the checkpoint's input size and compiles it from the checkpoint's
@@ -774,6 +835,26 @@ class Checkpoint:
                           f"reproduce an uninterrupted run", UserWarning, stacklevel=3)
 
 
+def _value_kind(value: Any) -> str:
+    """The kind of a stored callback state value, as CALLBACK_STATE_KINDS names them."""
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        # Beyond this a counter is no count, and a "best" value overflows float arithmetic.
+        return "an integer" if abs(value) < 2**63 else "an integer out of range"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(item, np.ndarray) for item in value):
+        return "arrays"
+    if isinstance(value, (list, tuple)):
+        return "a list" if value else "an empty list"
+    return "a mapping" if isinstance(value, dict) else type(value).__name__
+
+
 def _comparable(config: Dict[str, Any]) -> Dict[str, Any]:
     return {key: value for key, value in config.items() if key not in _RESUME_IGNORED_SETTINGS}
 
@@ -786,4 +867,4 @@ def _describe(layers: List[Tuple[str, Dict[str, Any]]], index: int) -> str:
 
 
 def read_checkpoint(path: Any) -> Checkpoint:
-    return Checkpoint(read(path))
+    return Checkpoint(read(path, "resume"))
