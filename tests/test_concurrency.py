@@ -2,10 +2,9 @@
 ones bit for bit, the kernels release the GIL, and two models training side by side (in two
 threads, or interleaved in one) do not disturb each other.
 
-The kernels' OpenMP thread count is an OpenMP setting of the calling thread (each Python thread
-that calls ft.set_num_threads sets its own), and reductions add their per-thread partial sums in
-a fixed order that depends on that count; so every worker here pins the count it computes with,
-and a result is compared with one computed at the same count."""
+Reductions add their per-thread partial sums in a fixed order that depends on the kernels'
+thread count (one count for the whole process, see test_info.py); so every test here runs all of
+its workers at one count, and a result is compared with one computed at the same count."""
 
 import sys
 import threading
