@@ -44,6 +44,8 @@ constexpr int64_t NC = NR * 192;
 // Up to this many elements (160 KiB), op(A) stays in L2 while the micro-kernel reads it in place
 // across all the B panels, and packing it would only add its cost.
 constexpr int64_t kInPlaceA = 40 * 1024;
+// The micro-kernel prefetches its C tile from this depth on.
+constexpr int64_t kPrefetchDepth = 64;
 
 // Per-thread packing buffers, kept between calls (OpenMP threads persist).
 struct PackBuffers {
@@ -186,10 +188,14 @@ void micro_kernel(int64_t depth, const PanelA& a, const float* b, float* c, int6
   const float *a3_row = a.row[3], *a4_row = a.row[4], *a5_row = a.row[5];
   const int64_t step = a.step;
   // C's tile is read (beta != 0 or a later k block) and written when the loop ends: start
-  // bringing its rows in now, behind the multiply.
-  for (int64_t i = 0; i < rows; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + cols - 1), _MM_HINT_T0);
+  // bringing its rows in now, behind the multiply, when the multiply is long enough to hide
+  // them (with a few k steps the prefetches only add instructions: 256x10 @ 10x256 runs ~9%
+  // faster without them).
+  if (depth >= kPrefetchDepth) {
+    for (int64_t i = 0; i < rows; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + cols - 1), _MM_HINT_T0);
+    }
   }
   __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
   __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
