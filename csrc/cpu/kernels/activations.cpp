@@ -5,6 +5,7 @@
 #include "common/activations.h"
 #include "cpu/isa.h"
 #include "cpu/parallel.h"
+#include "cpu/softmax_blocks.h"
 
 namespace fusedtrain::cpu::FT_ISA {
 
@@ -13,9 +14,6 @@ namespace {
 constexpr int64_t kElementwiseChunk = 1 << 15;
 // Softmax rows are handed out whole; this many elements per thread at least.
 constexpr int64_t kRowChunkElements = 1 << 14;
-// Softmax works on blocks of whole rows of about this many elements (8 KiB: the block stays in
-// L1 between its passes).
-constexpr int64_t kSoftmaxBlockElements = 2048;
 }  // namespace
 
 void activation_forward(Activation activation, float param, const float* x, float* y, int64_t n) {
@@ -39,30 +37,20 @@ void activation_backward(Activation activation, float param, const float* grad_o
 
 namespace {
 
-// Softmax of `rows` rows, max-subtracted so exp never overflows; y may alias x. The exponentials
-// are taken in one pass over the whole block, so that they vectorize across rows: along a row
-// of 10 classes alone, most of them would fall in the scalar remainder of the loop.
-inline void softmax_block(const float* x, float* y, int64_t rows, int64_t cols) {
+// Softmax of `rows` rows, max-subtracted so exp never overflows; y may alias x. `next_rows`
+// rows of input follow x (the next block, see exp_block).
+inline void softmax_block(const float* x, float* y, int64_t rows, int64_t cols, int64_t next_rows) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* x_row = x + r * cols;
     float* y_row = y + r * cols;
     float max_value = math::row_max(x_row, cols);
     for (int64_t j = 0; j < cols; ++j) y_row[j] = x_row[j] - max_value;
   }
-  for (int64_t i = 0; i < rows * cols; ++i) y[i] = math::exp(y[i]);
+  exp_block(y, rows * cols, x + rows * cols, next_rows * cols);
   for (int64_t r = 0; r < rows; ++r) {
     float* y_row = y + r * cols;
     float inv_sum = 1.0f / math::row_sum(y_row, cols);
     for (int64_t j = 0; j < cols; ++j) y_row[j] *= inv_sum;
-  }
-}
-
-// Rows [begin, end) split into blocks of about kSoftmaxBlockElements: body(first_row, rows).
-template <class Body>
-inline void for_each_block(int64_t begin, int64_t end, int64_t cols, Body&& body) {
-  int64_t block_rows = kSoftmaxBlockElements / cols > 1 ? kSoftmaxBlockElements / cols : 1;
-  for (int64_t first = begin; first < end; first += block_rows) {
-    body(first, end - first < block_rows ? end - first : block_rows);
   }
 }
 
@@ -76,8 +64,8 @@ int64_t rows_per_chunk(int64_t cols) {
 void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols) {
   if (cols == 0) return;
   parallel_for(rows, rows_per_chunk(cols), [&](int64_t begin, int64_t end) {
-    for_each_block(begin, end, cols, [&](int64_t first, int64_t count) {
-      softmax_block(x + first * cols, y + first * cols, count, cols);
+    for_each_block(begin, end, cols, [&](int64_t first, int64_t count, int64_t next) {
+      softmax_block(x + first * cols, y + first * cols, count, cols, next);
     });
   }, 1);
 }
@@ -86,10 +74,10 @@ void softmax_backward(const float* grad_output, const float* x, float* grad_inpu
                       int64_t cols) {
   if (cols == 0) return;
   parallel_for(rows, rows_per_chunk(cols), [&](int64_t begin, int64_t end) {
-    for_each_block(begin, end, cols, [&](int64_t first, int64_t count) {
+    for_each_block(begin, end, cols, [&](int64_t first, int64_t count, int64_t next) {
       // grad_input holds the softmax s first, then s * (g - <g, s>) row by row; it may alias x
       // (read only by softmax_block) but not grad_output.
-      softmax_block(x + first * cols, grad_input + first * cols, count, cols);
+      softmax_block(x + first * cols, grad_input + first * cols, count, cols, next);
       for (int64_t r = first; r < first + count; ++r) {
         const float* g = grad_output + r * cols;
         float* out = grad_input + r * cols;

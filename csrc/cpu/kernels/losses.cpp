@@ -8,14 +8,13 @@
 #include "common/losses.h"
 #include "cpu/isa.h"
 #include "cpu/parallel.h"
+#include "cpu/softmax_blocks.h"
 
 namespace fusedtrain::cpu::FT_ISA {
 
 namespace {
 
 constexpr int64_t kLossChunk = 1 << 14;
-// Softmax cross-entropy works on blocks of whole rows of about this many elements (8 KiB).
-constexpr int64_t kSoftmaxBlockElements = 2048;
 
 // Sum of value(a[i], b[i]) over [begin, end), and grad[i] = scale * gradient(a[i], b[i]) when
 // kWithGrad. Eight double partial sums, one per lane of a float AVX register, keep the loop
@@ -56,9 +55,8 @@ double elementwise_loss(const float* a, const float* b, float* grad, int64_t n, 
 
 // Rows [begin, end) of softmax cross-entropy: loss = logsumexp(z) - z[label]
 // = log(sum exp(z - max)) + max - z[label]. With kWithGrad the gradient rows serve as the
-// work space, in blocks of whole rows that stay in L1: z - max goes in first, then one exp pass
-// over the block (it vectorizes across rows, where a row of 10 classes alone would mostly fall
-// in the scalar remainder), then each row is scaled to softmax - onehot.
+// work space, in blocks of whole rows that stay in L1 (softmax_blocks.h): z - max goes in first,
+// then one exp pass over the block, then each row is scaled to softmax - onehot.
 template <bool kWithGrad, class Label>
 double softmax_cross_entropy_rows(const float* logits, const Label* labels, float* grad, int64_t begin,
                                   int64_t end, int64_t classes, float scale) {
@@ -73,9 +71,8 @@ double softmax_cross_entropy_rows(const float* logits, const Label* labels, floa
     }
     return sum;
   }
-  int64_t block_rows = kSoftmaxBlockElements / classes > 1 ? kSoftmaxBlockElements / classes : 1;
-  for (int64_t first = begin; first < end; first += block_rows) {
-    int64_t last = end - first < block_rows ? end : first + block_rows;
+  for_each_block(begin, end, classes, [&](int64_t first, int64_t count, int64_t next) {
+    const int64_t last = first + count;
     for (int64_t r = first; r < last; ++r) {
       const float* z = logits + r * classes;
       float* g = grad + r * classes;
@@ -84,8 +81,7 @@ double softmax_cross_entropy_rows(const float* logits, const Label* labels, floa
       sum += static_cast<double>(max_value) - z[labels[r]];
       for (int64_t j = 0; j < classes; ++j) g[j] = z[j] - max_value;
     }
-    float* block = grad + first * classes;
-    for (int64_t i = 0; i < (last - first) * classes; ++i) block[i] = math::exp(block[i]);
+    exp_block(grad + first * classes, count * classes, logits + last * classes, next * classes);
     for (int64_t r = first; r < last; ++r) {
       float* g = grad + r * classes;
       float exp_sum = math::row_sum(g, classes);
@@ -94,7 +90,7 @@ double softmax_cross_entropy_rows(const float* logits, const Label* labels, floa
       for (int64_t j = 0; j < classes; ++j) g[j] *= inv_sum;
       g[labels[r]] -= scale;
     }
-  }
+  });
   return sum;
 }
 
