@@ -63,8 +63,11 @@ def _assert_close(actual, expected, tolerance):
 
 TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
 TRANSPOSE_IDS = ["NN", "NT", "TN", "TT"]
+# (m, n, k). The last two have op(A) large enough to be packed (m * k above 40K elements; the
+# smaller ones are read in place), with k crossing the 8-column packing step and, in the last,
+# the 320-deep k block.
 SHAPES = [(1, 1, 1), (3, 5, 17), (17, 3, 5), (33, 127, 129), (129, 33, 3), (127, 257, 33), (257, 129, 127),
-          (5, 1, 257)]
+          (5, 1, 257), (301, 67, 203), (199, 45, 331)]
 
 
 @pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=TRANSPOSE_IDS)

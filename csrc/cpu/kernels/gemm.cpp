@@ -106,13 +106,48 @@ PanelA direct_panel(const Operand& a, int64_t row0, int64_t rows, int64_t col0) 
 
 // Packs rows [row0, row0 + rows) x cols [col0, col0 + depth) of op(A) into MR-row panels:
 // panel p holds, for each column, MR consecutive rows (zero past the last row).
+#if FT_GEMM_AVX2
+// Eight columns of a full 6-row panel of a row-major A: the 6 x 8 block transposed into eight
+// 6-float columns (out[6p + i] = src[i][p]) with unpack/shuffle instead of 48 scalar copies,
+// half the time of the scalar loop measured on its own.
+inline void pack_a_columns8(const float* const src[MR], int64_t p, float* out) {
+  const __m256 r0 = _mm256_loadu_ps(src[0] + p), r1 = _mm256_loadu_ps(src[1] + p);
+  const __m256 r2 = _mm256_loadu_ps(src[2] + p), r3 = _mm256_loadu_ps(src[3] + p);
+  const __m256 r4 = _mm256_loadu_ps(src[4] + p), r5 = _mm256_loadu_ps(src[5] + p);
+  const __m256 zero = _mm256_setzero_ps();
+  // t01 = r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5], and so on for the other pairs.
+  const __m256 t01_low = _mm256_unpacklo_ps(r0, r1), t01_high = _mm256_unpackhi_ps(r0, r1);
+  const __m256 t23_low = _mm256_unpacklo_ps(r2, r3), t23_high = _mm256_unpackhi_ps(r2, r3);
+  const __m256 t45_low = _mm256_unpacklo_ps(r4, r5), t45_high = _mm256_unpackhi_ps(r4, r5);
+  // Rows 0-3 of columns c and c + 4 (low and high halves), then rows 4-5 of the same columns.
+  const __m256 rows03[4] = {_mm256_shuffle_ps(t01_low, t23_low, 0x44), _mm256_shuffle_ps(t01_low, t23_low, 0xEE),
+                            _mm256_shuffle_ps(t01_high, t23_high, 0x44), _mm256_shuffle_ps(t01_high, t23_high, 0xEE)};
+  const __m256 rows45[4] = {_mm256_shuffle_ps(t45_low, zero, 0x44), _mm256_shuffle_ps(t45_low, zero, 0xEE),
+                            _mm256_shuffle_ps(t45_high, zero, 0x44), _mm256_shuffle_ps(t45_high, zero, 0xEE)};
+  for (int c = 0; c < 4; ++c) {
+    float* low = out + c * MR;
+    float* high = out + (c + 4) * MR;
+    _mm_storeu_ps(low, _mm256_castps256_ps128(rows03[c]));
+    _mm_storel_pi(reinterpret_cast<__m64*>(low + 4), _mm256_castps256_ps128(rows45[c]));
+    _mm_storeu_ps(high, _mm256_extractf128_ps(rows03[c], 1));
+    _mm_storel_pi(reinterpret_cast<__m64*>(high + 4), _mm256_extractf128_ps(rows45[c], 1));
+  }
+}
+#endif
+
 void pack_a(const Operand& a, int64_t row0, int64_t rows, int64_t col0, int64_t depth, float* out) {
   for (int64_t panel = 0; panel < rows; panel += MR) {
     int64_t height = rows - panel < MR ? rows - panel : MR;
     if (!a.trans) {
       const float* src[MR];
       for (int64_t i = 0; i < MR; ++i) src[i] = a.data + (row0 + panel + (i < height ? i : 0)) * a.ld + col0;
-      for (int64_t p = 0; p < depth; ++p) {
+      int64_t p = 0;
+#if FT_GEMM_AVX2
+      if (height == MR) {
+        for (; p + 8 <= depth; p += 8, out += 8 * MR) pack_a_columns8(src, p, out);
+      }
+#endif
+      for (; p < depth; ++p) {
         for (int64_t i = 0; i < MR; ++i) out[i] = i < height ? src[i][p] : 0.0f;
         out += MR;
       }
