@@ -7,23 +7,11 @@ and, with --out, writes the tables to a Markdown file with the date, the machine
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from fusedtrain import bench
-
-
-def _document(command: str, facts: dict, notes: List[str], sections: List[str]) -> str:
-    lines = ["# fusedtrain CPU kernels vs NumPy", "", f"Command: `{command}`", "",
-             "| | |", "|---|---|"]
-    lines += [f"| {key} | {value} |" for key, value in facts.items()]
-    lines.append("")
-    lines += [f"- {note}" for note in notes]
-    if notes:
-        lines.append("")
-    return "\n".join(lines) + "\n" + "\n".join(sections)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -53,9 +41,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("\n" + section, end="")
         sections.append(section)
     if args.out is not None:
-        command = shlex.join(["python", "bench/bench_kernels.py", *argv])
+        header = bench.results_header("fusedtrain CPU kernels vs NumPy", "bench/bench_kernels.py", argv, facts,
+                                      args.note)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(_document(command, facts, args.note, sections), encoding="utf-8")
+        args.out.write_text("\n".join(header) + "\n" + "\n".join(sections), encoding="utf-8")
         print(f"\nwrote {args.out}")
     return 1 if failed else 0
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shlex
 import statistics
 import subprocess
 import sys
@@ -477,10 +476,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("\n" + section, end="")
         sections.append(section)
     if args.out is not None:
-        command = shlex.join(["python", "bench/bench_training.py", *argv])
-        lines = ["# Training on the CPU: fusedtrain vs PyTorch and scikit-learn", "", f"Command: `{command}`", "",
-                 "| | |", "|---|---|"] + [f"| {key} | {value} |" for key, value in facts.items()] + [""]
-        lines += [f"- {note}" for note in args.note] + ([""] if args.note else [])
+        lines = bench.results_header("Training on the CPU: fusedtrain vs PyTorch and scikit-learn",
+                                     "bench/bench_training.py", argv, facts, args.note)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines) + "\n" + "\n".join(sections), encoding="utf-8")
         print(f"\nwrote {args.out}")

@@ -20,7 +20,6 @@ import contextlib
 import functools
 import io
 import pstats
-import shlex
 import statistics
 import sys
 import time
@@ -485,10 +484,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     facts = bench.machine_facts()
     if torch is not None:
         facts["PyTorch"] = torch.__version__
-    lines = ["# Profile of one fusedtrain training step", "",
-             f"Command: `{shlex.join(['python', 'bench/profile_step.py', *argv])}`", "",
-             "| | |", "|---|---|"] + [f"| {key} | {value} |" for key, value in facts.items()] + [""]
-    lines += [f"- {note}" for note in args.note] + ([""] if args.note else [])
+    lines = bench.results_header("Profile of one fusedtrain training step", "bench/profile_step.py", argv, facts,
+                                 args.note)
     sizes = "-".join(map(str, LAYER_SIZES))
     lines += [f"Task: {sizes} ReLU MLP, Adam lr 1e-3, sparse categorical cross-entropy, batch {BATCH}, "
               f"{STEPS} steps per epoch (random float32 data), "

@@ -14,11 +14,12 @@ import datetime
 import math
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -638,6 +639,19 @@ def machine_facts() -> Dict[str, str]:
         "numpy": np.__version__,
         "numpy BLAS": _numpy_blas(),
     }
+
+
+def results_header(title: str, script: str, argv: Sequence[str], facts: Dict[str, str],
+                   notes: Sequence[str]) -> List[str]:
+    """The first lines of a results file in bench/results: the title, the command that wrote it
+    (``python script argv...``), the machine facts as a table, then the notes as a list."""
+    lines = [f"# {title}", "", f"Command: `{shlex.join(['python', script, *argv])}`", "",
+             "| | |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in facts.items()]
+    lines.append("")
+    if notes:
+        lines += [f"- {note}" for note in notes] + [""]
+    return lines
 
 
 def _format_seconds(seconds: float) -> str:
