@@ -18,14 +18,26 @@ from . import _cuda
 REDUCTIONS = {"mean": 0, "sum": 1}
 
 
-def _pair(op: str, pred: Any, target: Any, out: Any, pred_name: str) -> Tuple[Any, Any, Any]:
+def _elementwise(op: str, pred: Any, target: Any, reduction: str, out: Any, pred_name: str,
+                 cpu_kernel: Any, cuda_kernel: str) -> Tuple[float, Any]:
+    """An elementwise loss and its gradient: `pred_name` and target of one shape, not empty; out
+    receives the gradient (it may be the predictions themselves). `cuda_kernel` is named, not
+    passed: a build without CUDA has no such function."""
+    code = check.choice(reduction, "reduction", REDUCTIONS)
     xp = check.array_module(op, pred, target, out)
     pred = check.array(pred, pred_name, xp=xp)
     target = check.array(target, "target", xp=xp)
     check.same_shape(target, "target", pred.shape, pred_name)
     if pred.size == 0:
         raise ValueError(f"{pred_name}: the loss of an empty batch is undefined (got shape {tuple(pred.shape)})")
-    return xp, pred, target
+    out = check.output(out, pred.shape, inputs={pred_name: pred, "target": target}, in_place=(pred_name,), xp=xp)
+    if xp is np:
+        loss = cpu_kernel(pred, target, out, code)
+    else:
+        workspace = _cuda.workspace(xp)
+        loss = getattr(_C, cuda_kernel)(pred.data.ptr, target.data.ptr, out.data.ptr, pred.size, code,
+                                        workspace.data.ptr, _cuda.stream(xp))
+    return loss, out
 
 
 def mse(pred: np.ndarray, target: np.ndarray, reduction: str = "mean",
@@ -33,16 +45,7 @@ def mse(pred: np.ndarray, target: np.ndarray, reduction: str = "mean",
     """Mean (or sum) of (pred - target)^2 over all elements, and its gradient.
 
     ``out`` receives the gradient (it may be ``pred`` itself)."""
-    code = check.choice(reduction, "reduction", REDUCTIONS)
-    xp, pred, target = _pair("mse", pred, target, out, "pred")
-    out = check.output(out, pred.shape, inputs={"pred": pred, "target": target}, in_place=("pred",), xp=xp)
-    if xp is np:
-        loss = _C.mse_loss(pred, target, out, code)
-    else:
-        workspace = _cuda.workspace(xp)
-        loss = _C.cuda_mse_loss(pred.data.ptr, target.data.ptr, out.data.ptr, pred.size, code, workspace.data.ptr,
-                                _cuda.stream(xp))
-    return loss, out
+    return _elementwise("mse", pred, target, reduction, out, "pred", _C.mse_loss, "cuda_mse_loss")
 
 
 def binary_cross_entropy(logits: np.ndarray, target: np.ndarray, reduction: str = "mean",
@@ -51,16 +54,8 @@ def binary_cross_entropy(logits: np.ndarray, target: np.ndarray, reduction: str 
     [0, 1]; mean (or sum) over all elements. The gradient is sigmoid(logits) - target (scaled).
 
     ``out`` receives the gradient (it may be ``logits`` itself)."""
-    code = check.choice(reduction, "reduction", REDUCTIONS)
-    xp, logits, target = _pair("binary_cross_entropy", logits, target, out, "logits")
-    out = check.output(out, logits.shape, inputs={"logits": logits, "target": target}, in_place=("logits",), xp=xp)
-    if xp is np:
-        loss = _C.binary_cross_entropy_loss(logits, target, out, code)
-    else:
-        workspace = _cuda.workspace(xp)
-        loss = _C.cuda_binary_cross_entropy_loss(logits.data.ptr, target.data.ptr, out.data.ptr, logits.size, code,
-                                                 workspace.data.ptr, _cuda.stream(xp))
-    return loss, out
+    return _elementwise("binary_cross_entropy", logits, target, reduction, out, "logits",
+                        _C.binary_cross_entropy_loss, "cuda_binary_cross_entropy_loss")
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, reduction: str = "mean",
