@@ -11,13 +11,8 @@ import fusedtrain as ft
 from fusedtrain import layers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread avoids waiting for time slices on a loaded machine."""
-    previous = ft.get_num_threads()
-    ft.set_num_threads(1)
-    yield
-    ft.set_num_threads(previous)
+# Tiny models: one kernel thread (see conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def numpy_forward(model, x, final="declared"):

@@ -15,14 +15,8 @@ from fusedtrain import layers
 from references import reference_activation
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: a second thread gains nothing, and on a loaded machine every
-    parallel region waits for a time slice. The threaded kernel paths have their own tests."""
-    previous = ft.get_num_threads()
-    ft.set_num_threads(1)
-    yield
-    ft.set_num_threads(previous)
+# Tiny models: one kernel thread (see conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # Learning ---------------------------------------------------------------------------------------
