@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 namespace fusedtrain::bindings {
 
@@ -56,6 +57,37 @@ template <class T>
 inline const T* optional_input(const py::object& object, const char* name, int64_t size) {
   if (object.is_none()) return nullptr;
   return input<T>(object.cast<py::array>(), name, size);
+}
+
+// The bytes [first, last) an array's elements span (first == last when it has none): the bounds
+// numpy.may_share_memory compares by default.
+inline std::pair<const char*, const char*> byte_span(const py::array& array) {
+  const char* base = static_cast<const char*>(array.data());
+  py::ssize_t low = 0, high = 0;
+  for (py::ssize_t axis = 0; axis < array.ndim(); ++axis) {
+    py::ssize_t extent = array.shape(axis);
+    if (extent == 0) return {base, base};
+    py::ssize_t reach = (extent - 1) * array.strides(axis);
+    (reach < 0 ? low : high) += reach;
+  }
+  return {base + low, base + high + array.itemsize()};
+}
+
+// 0 when two NumPy arrays' element bounds are disjoint (or one is empty), 2 when the arrays
+// are the same elements (same address, shape, strides and item size), 1 for any other overlap.
+inline int overlap(const py::array& first, const py::array& second) {
+  auto [first_begin, first_end] = byte_span(first);
+  auto [second_begin, second_end] = byte_span(second);
+  if (first_begin == first_end || second_begin == second_end || first_end <= second_begin ||
+      second_end <= first_begin) {
+    return 0;
+  }
+  bool same = first.data() == second.data() && first.ndim() == second.ndim() &&
+              first.itemsize() == second.itemsize();
+  for (py::ssize_t axis = 0; same && axis < first.ndim(); ++axis) {
+    same = first.shape(axis) == second.shape(axis) && first.strides(axis) == second.strides(axis);
+  }
+  return same ? 2 : 1;
 }
 
 inline int64_t dim(const py::array& array, int axis) { return static_cast<int64_t>(array.shape(axis)); }

@@ -29,22 +29,6 @@ NumpyArray* float_array(py::handle value, int ndim) {
   return fields;
 }
 
-int64_t size_of(const NumpyArray* array) {
-  int64_t size = 1;
-  for (int i = 0; i < array->nd; ++i) size *= array->dimensions[i];
-  return size;
-}
-
-// Whether two C-contiguous float arrays' bytes intersect (never, when one is empty).
-bool overlap(const NumpyArray* first, const NumpyArray* second) {
-  const char* first_begin = first->data;
-  const char* second_begin = second->data;
-  const char* first_end = first_begin + size_of(first) * sizeof(float);
-  const char* second_end = second_begin + size_of(second) * sizeof(float);
-  return first_begin < first_end && second_begin < second_end && first_begin < second_end &&
-         second_begin < first_end;
-}
-
 // A finite Python float or int (not bool, not a NumPy scalar: those take matmul's checks).
 bool finite_number(py::handle value, float* result) {
   double number;
@@ -123,11 +107,14 @@ py::object gemm(py::handle a, py::handle b, py::handle out, py::handle bias, py:
   } else {
     NumpyArray* out_array = float_array(out, 2);
     if (!out_array || out_array->dimensions[0] != m || out_array->dimensions[1] != n ||
-        !(out_array->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) || overlap(out_array, a_array) ||
-        overlap(out_array, b_array) || (bias_array && overlap(out_array, bias_array))) {
+        !(out_array->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_)) {
       return py::none();
     }
     result = py::reinterpret_borrow<py::array>(out);
+    auto overlaps_out = [&](py::handle input) {
+      return overlap(result, py::reinterpret_borrow<py::array>(input)) != 0;
+    };
+    if (overlaps_out(a) || overlaps_out(b) || (bias_array && overlaps_out(bias))) return py::none();
   }
   const float* a_data = reinterpret_cast<const float*>(a_array->data);
   const float* b_data = reinterpret_cast<const float*>(b_array->data);
