@@ -335,6 +335,7 @@ def test_the_compiled_call_refuses_what_matmul_does_not_take_as_is():
         "trans_a NumPy bool": dict(trans_a=np.False_),
         "alpha NumPy scalar": dict(alpha=np.float32(1.0)),
         "alpha NaN": dict(alpha=float("nan")),
+        "alpha beyond float32": dict(alpha=1e300),
         "alpha bool": dict(alpha=True),
         "beta huge int": dict(beta=10 ** 400),
         "beta without out": dict(out=None, beta=1.0),

@@ -7,6 +7,7 @@
 #include <Python.h>
 
 #include <cmath>
+#include <limits>
 
 #include "bindings/arrays.h"
 #include "bindings/bindings.h"
@@ -29,7 +30,8 @@ NumpyArray* float_array(py::handle value, int ndim) {
   return fields;
 }
 
-// A finite Python float or int (not bool, not a NumPy scalar: those take matmul's checks).
+// A Python float or int (not bool, not a NumPy scalar: those take matmul's checks) that is
+// finite in float32, as ops._checks.real requires.
 bool finite_number(py::handle value, float* result) {
   double number;
   if (PyFloat_CheckExact(value.ptr())) {
@@ -43,7 +45,7 @@ bool finite_number(py::handle value, float* result) {
   } else {
     return false;
   }
-  if (!std::isfinite(number)) return false;
+  if (!(std::fabs(number) <= std::numeric_limits<float>::max())) return false;
   *result = static_cast<float>(number);
   return true;
 }
