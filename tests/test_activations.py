@@ -190,8 +190,10 @@ def test_softmax_matches_reference(simd_path, rng, shape):
     np.testing.assert_allclose(y.astype(np.float64).sum(axis=-1), 1.0, rtol=0, atol=1e-5)
 
 
-def test_softmax_large_logits(simd_path, rng):
-    x = (rng.standard_normal((9, 33)) * 3 + 1000).astype(np.float32)
+# Rows shorter than 64 are taken in blocks, longer ones one at a time: both ways are tested.
+@pytest.mark.parametrize("cols", [33, 100])
+def test_softmax_large_logits(simd_path, rng, cols):
+    x = (rng.standard_normal((9, cols)) * 3 + 1000).astype(np.float32)
     x[1] = -1000.0
     x[2, :] = 0.0
     x[2, 7] = 1000.0
@@ -203,13 +205,29 @@ def test_softmax_large_logits(simd_path, rng):
     np.testing.assert_allclose(y.sum(axis=-1), 1.0, rtol=0, atol=1e-5)
 
 
-def test_softmax_nan_poisons_its_row_only(simd_path, rng):
-    x = rng.standard_normal((4, 19)).astype(np.float32)
+@pytest.mark.parametrize("cols", [19, 83])
+def test_softmax_nan_poisons_its_row_only(simd_path, rng, cols):
+    x = rng.standard_normal((4, cols)).astype(np.float32)
     x[1, 5] = np.nan
     x[2, 0] = np.nan
     y = ops.softmax(x)
     assert np.isnan(y[1]).all() and np.isnan(y[2]).all()
     np.testing.assert_allclose(y[[0, 3]], softmax_ref(x[[0, 3]].astype(np.float64)), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("cols", [9, 203])
+def test_softmax_exponential_over_its_whole_range(simd_path, cols):
+    # Each row's max is 0 and its other elements spread over [-100, 0), so y = exp(x) / sum
+    # samples the exponential everywhere, its underflow to 0 below -87 included.
+    x = -np.linspace(0, 100, 41 * cols, endpoint=False).reshape(41, cols)
+    x = np.random.default_rng(7).permuted(x, axis=1).astype(np.float32)
+    x[:, 0] = 0.0
+    y = ops.softmax(x)
+    expected = softmax_ref(x.astype(np.float64))
+    normal = expected > 1e-37
+    np.testing.assert_allclose(y[normal], expected[normal], rtol=1e-6, atol=0)
+    assert (y[x < -87.5] == 0).all()
+    assert (y[x > -86.5] > 0).all()
 
 
 @pytest.mark.parametrize("shape", SOFTMAX_SHAPES)

@@ -211,8 +211,10 @@ def test_softmax_cross_entropy_grad_matches_finite_differences_of_kernel_loss(si
     np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-4)
 
 
-def test_softmax_cross_entropy_extreme_logits(simd_path, rng):
-    logits = (rng.standard_normal((6, 7)) * 2).astype(np.float32)
+# Rows shorter than 64 are taken in blocks, longer ones one at a time: both ways are tested.
+@pytest.mark.parametrize("classes", [7, 70])
+def test_softmax_cross_entropy_extreme_logits(simd_path, rng, classes):
+    logits = (rng.standard_normal((6, classes)) * 2).astype(np.float32)
     logits[0] = 100.0
     logits[1, :] = -100.0
     logits[1, 3] = 100.0
@@ -230,8 +232,9 @@ def test_softmax_cross_entropy_extreme_logits(simd_path, rng):
     np.testing.assert_allclose(grad, expected_grad, rtol=RTOL, atol=ATOL)
 
 
-def test_softmax_cross_entropy_nan_poisons_loss_and_row(simd_path, rng):
-    logits = rng.standard_normal((3, 6)).astype(np.float32)
+@pytest.mark.parametrize("classes", [6, 66])
+def test_softmax_cross_entropy_nan_poisons_loss_and_row(simd_path, rng, classes):
+    logits = rng.standard_normal((3, classes)).astype(np.float32)
     logits[1, 4] = np.nan
     loss, grad = ops.softmax_cross_entropy(logits, np.array([0, 1, 2]))
     assert np.isnan(loss)

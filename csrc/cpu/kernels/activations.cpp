@@ -5,7 +5,7 @@
 #include "common/activations.h"
 #include "cpu/isa.h"
 #include "cpu/parallel.h"
-#include "cpu/softmax_blocks.h"
+#include "cpu/softmax_rows.h"
 
 namespace fusedtrain::cpu::FT_ISA {
 
@@ -37,23 +37,6 @@ void activation_backward(Activation activation, float param, const float* grad_o
 
 namespace {
 
-// Softmax of `rows` rows, max-subtracted so exp never overflows; y may alias x. `next_rows`
-// rows of input follow x (the next block, see exp_block).
-inline void softmax_block(const float* x, float* y, int64_t rows, int64_t cols, int64_t next_rows) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* x_row = x + r * cols;
-    float* y_row = y + r * cols;
-    float max_value = math::row_max(x_row, cols);
-    for (int64_t j = 0; j < cols; ++j) y_row[j] = x_row[j] - max_value;
-  }
-  exp_block(y, rows * cols, x + rows * cols, next_rows * cols);
-  for (int64_t r = 0; r < rows; ++r) {
-    float* y_row = y + r * cols;
-    float inv_sum = 1.0f / math::row_sum(y_row, cols);
-    for (int64_t j = 0; j < cols; ++j) y_row[j] *= inv_sum;
-  }
-}
-
 int64_t rows_per_chunk(int64_t cols) {
   int64_t rows = kRowChunkElements / (cols > 0 ? cols : 1);
   return rows > 0 ? rows : 1;
@@ -64,8 +47,10 @@ int64_t rows_per_chunk(int64_t cols) {
 void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols) {
   if (cols == 0) return;
   parallel_for(rows, rows_per_chunk(cols), [&](int64_t begin, int64_t end) {
-    for_each_block(begin, end, cols, [&](int64_t first, int64_t count, int64_t next) {
-      softmax_block(x + first * cols, y + first * cols, count, cols, next);
+    softmax_exp_rows(x, y, begin, end, cols, [](int64_t, float) {}, [&](int64_t r, float exp_sum) {
+      float* y_row = y + r * cols;
+      const float inv_sum = 1.0f / exp_sum;
+      for (int64_t j = 0; j < cols; ++j) y_row[j] *= inv_sum;
     });
   }, 1);
 }
@@ -74,16 +59,15 @@ void softmax_backward(const float* grad_output, const float* x, float* grad_inpu
                       int64_t cols) {
   if (cols == 0) return;
   parallel_for(rows, rows_per_chunk(cols), [&](int64_t begin, int64_t end) {
-    for_each_block(begin, end, cols, [&](int64_t first, int64_t count, int64_t next) {
-      // grad_input holds the softmax s first, then s * (g - <g, s>) row by row; it may alias x
-      // (read only by softmax_block) but not grad_output.
-      softmax_block(x + first * cols, grad_input + first * cols, count, cols, next);
-      for (int64_t r = first; r < first + count; ++r) {
-        const float* g = grad_output + r * cols;
-        float* out = grad_input + r * cols;
-        float dot = math::row_dot(g, out, cols);
-        for (int64_t j = 0; j < cols; ++j) out[j] = out[j] * (g[j] - dot);
-      }
+    // grad_input holds the softmax s first, then s * (g - <g, s>) row by row; it may alias x
+    // (whose row is read before it is written) but not grad_output.
+    softmax_exp_rows(x, grad_input, begin, end, cols, [](int64_t, float) {}, [&](int64_t r, float exp_sum) {
+      const float* g = grad_output + r * cols;
+      float* out = grad_input + r * cols;
+      const float inv_sum = 1.0f / exp_sum;
+      for (int64_t j = 0; j < cols; ++j) out[j] *= inv_sum;
+      const float dot = math::row_dot(g, out, cols);
+      for (int64_t j = 0; j < cols; ++j) out[j] = out[j] * (g[j] - dot);
     });
   }, 1);
 }

@@ -8,7 +8,7 @@
 #include "common/losses.h"
 #include "cpu/isa.h"
 #include "cpu/parallel.h"
-#include "cpu/softmax_blocks.h"
+#include "cpu/softmax_rows.h"
 
 namespace fusedtrain::cpu::FT_ISA {
 
@@ -54,9 +54,8 @@ double elementwise_loss(const float* a, const float* b, float* grad, int64_t n, 
 }
 
 // Rows [begin, end) of softmax cross-entropy: loss = logsumexp(z) - z[label]
-// = log(sum exp(z - max)) + max - z[label]. With kWithGrad the gradient rows serve as the
-// work space, in blocks of whole rows that stay in L1 (softmax_blocks.h): z - max goes in first,
-// then one exp pass over the block, then each row is scaled to softmax - onehot.
+// = log(sum exp(z - max)) + max - z[label]. With kWithGrad the gradient rows receive
+// exp(z - max) (softmax_rows.h), then each is scaled to softmax - onehot.
 template <bool kWithGrad, class Label>
 double softmax_cross_entropy_rows(const float* logits, const Label* labels, float* grad, int64_t begin,
                                   int64_t end, int64_t classes, float scale) {
@@ -64,32 +63,23 @@ double softmax_cross_entropy_rows(const float* logits, const Label* labels, floa
   if constexpr (!kWithGrad) {
     for (int64_t r = begin; r < end; ++r) {
       const float* z = logits + r * classes;
-      float max_value = math::row_max(z, classes);
+      float max_value = softmax_row_max(z, classes);
       float exp_sum = 0.0f;
       for (int64_t j = 0; j < classes; ++j) exp_sum += math::exp(z[j] - max_value);
       sum += static_cast<double>(logf(exp_sum)) + (static_cast<double>(max_value) - z[labels[r]]);
     }
     return sum;
   }
-  for_each_block(begin, end, classes, [&](int64_t first, int64_t count, int64_t next) {
-    const int64_t last = first + count;
-    for (int64_t r = first; r < last; ++r) {
-      const float* z = logits + r * classes;
-      float* g = grad + r * classes;
-      float max_value = math::row_max(z, classes);
-      // z[label] is read before g (which may be z itself) is written.
-      sum += static_cast<double>(max_value) - z[labels[r]];
-      for (int64_t j = 0; j < classes; ++j) g[j] = z[j] - max_value;
-    }
-    exp_block(grad + first * classes, count * classes, logits + last * classes, next * classes);
-    for (int64_t r = first; r < last; ++r) {
-      float* g = grad + r * classes;
-      float exp_sum = math::row_sum(g, classes);
-      sum += static_cast<double>(logf(exp_sum));
-      float inv_sum = scale / exp_sum;
-      for (int64_t j = 0; j < classes; ++j) g[j] *= inv_sum;
-      g[labels[r]] -= scale;
-    }
+  // z[label] is read before the row of grad (which may be z itself) is written.
+  auto start = [&](int64_t r, float max_value) {
+    sum += static_cast<double>(max_value) - logits[r * classes + labels[r]];
+  };
+  softmax_exp_rows(logits, grad, begin, end, classes, start, [&](int64_t r, float exp_sum) {
+    float* g = grad + r * classes;
+    sum += static_cast<double>(logf(exp_sum));
+    const float inv_sum = scale / exp_sum;
+    for (int64_t j = 0; j < classes; ++j) g[j] *= inv_sum;
+    g[labels[r]] -= scale;
   });
   return sum;
 }
