@@ -44,6 +44,10 @@ constexpr int64_t NC = NR * 192;
 // Up to this many elements (160 KiB), op(A) stays in L2 while the micro-kernel reads it in place
 // across all the B panels, and packing it would only add its cost.
 constexpr int64_t kInPlaceA = 40 * 1024;
+// Up to this many elements (16 KiB, half of L1) the packed B block stays in L1 while the tiles
+// go along C's rows (a short k or a narrow C): from Python, 256x10 @ 10x256 then runs in 25 us
+// instead of 29 (C is written line after line instead of down 16-column strips).
+constexpr int64_t kSmallBlockB = 4096;
 // The micro-kernel prefetches its C tile from this depth on.
 constexpr int64_t kPrefetchDepth = 64;
 
@@ -79,8 +83,8 @@ struct Operand {
 
 // Where the micro-kernel reads an MR-row panel of op(A): element (i, p) is row[i][p * step].
 // A packed panel has row[i] = panel + i and step MR; an unpacked one points into A itself
-// (step 1, or lda when transposed). Rows past the edge repeat row 0: they are computed and
-// never stored.
+// (step 1, or lda when transposed). Rows past the edge repeat row 0: the portable kernel
+// computes them and never stores them; the AVX2 edge kernels do not read them.
 struct PanelA {
   const float* row[MR];
   int64_t step;
@@ -107,30 +111,48 @@ PanelA direct_panel(const Operand& a, int64_t row0, int64_t rows, int64_t col0) 
 // Packs rows [row0, row0 + rows) x cols [col0, col0 + depth) of op(A) into MR-row panels:
 // panel p holds, for each column, MR consecutive rows (zero past the last row).
 #if FT_GEMM_AVX2
-// Eight columns of a full 6-row panel of a row-major A: the 6 x 8 block transposed into eight
-// 6-float columns (out[6p + i] = src[i][p]) with unpack/shuffle instead of 48 scalar copies,
-// half the time of the scalar loop measured on its own.
-inline void pack_a_columns8(const float* const src[MR], int64_t p, float* out) {
-  const __m256 r0 = _mm256_loadu_ps(src[0] + p), r1 = _mm256_loadu_ps(src[1] + p);
-  const __m256 r2 = _mm256_loadu_ps(src[2] + p), r3 = _mm256_loadu_ps(src[3] + p);
-  const __m256 r4 = _mm256_loadu_ps(src[4] + p), r5 = _mm256_loadu_ps(src[5] + p);
-  const __m256 zero = _mm256_setzero_ps();
-  // t01 = r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5], and so on for the other pairs.
-  const __m256 t01_low = _mm256_unpacklo_ps(r0, r1), t01_high = _mm256_unpackhi_ps(r0, r1);
-  const __m256 t23_low = _mm256_unpacklo_ps(r2, r3), t23_high = _mm256_unpackhi_ps(r2, r3);
-  const __m256 t45_low = _mm256_unpacklo_ps(r4, r5), t45_high = _mm256_unpackhi_ps(r4, r5);
-  // Rows 0-3 of columns c and c + 4 (low and high halves), then rows 4-5 of the same columns.
-  const __m256 rows03[4] = {_mm256_shuffle_ps(t01_low, t23_low, 0x44), _mm256_shuffle_ps(t01_low, t23_low, 0xEE),
-                            _mm256_shuffle_ps(t01_high, t23_high, 0x44), _mm256_shuffle_ps(t01_high, t23_high, 0xEE)};
-  const __m256 rows45[4] = {_mm256_shuffle_ps(t45_low, zero, 0x44), _mm256_shuffle_ps(t45_low, zero, 0xEE),
-                            _mm256_shuffle_ps(t45_high, zero, 0x44), _mm256_shuffle_ps(t45_high, zero, 0xEE)};
+// The 8 x 8 block rows[i][p] -> columns[p][i], in registers (unpack, shuffle, then swap the
+// 128-bit halves): the packing of a transposed operand without 64 scalar copies.
+inline void transpose8x8(const __m256 rows[8], __m256 columns[8]) {
+  __m256 pairs[8], quads[8];
+  for (int i = 0; i < 8; i += 2) {
+    // rows i, i+1: (r_i[0] r_{i+1}[0] r_i[1] r_{i+1}[1] | same for 4, 5), and 2, 3 | 6, 7.
+    pairs[i] = _mm256_unpacklo_ps(rows[i], rows[i + 1]);
+    pairs[i + 1] = _mm256_unpackhi_ps(rows[i], rows[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    // rows i..i+3 of columns (0|4), (1|5), (2|6), (3|7).
+    quads[i] = _mm256_shuffle_ps(pairs[i], pairs[i + 2], 0x44);
+    quads[i + 1] = _mm256_shuffle_ps(pairs[i], pairs[i + 2], 0xEE);
+    quads[i + 2] = _mm256_shuffle_ps(pairs[i + 1], pairs[i + 3], 0x44);
+    quads[i + 3] = _mm256_shuffle_ps(pairs[i + 1], pairs[i + 3], 0xEE);
+  }
   for (int c = 0; c < 4; ++c) {
-    float* low = out + c * MR;
-    float* high = out + (c + 4) * MR;
-    _mm_storeu_ps(low, _mm256_castps256_ps128(rows03[c]));
-    _mm_storel_pi(reinterpret_cast<__m64*>(low + 4), _mm256_castps256_ps128(rows45[c]));
-    _mm_storeu_ps(high, _mm256_extractf128_ps(rows03[c], 1));
-    _mm_storel_pi(reinterpret_cast<__m64*>(high + 4), _mm256_extractf128_ps(rows45[c], 1));
+    columns[c] = _mm256_permute2f128_ps(quads[c], quads[c + 4], 0x20);
+    columns[c + 4] = _mm256_permute2f128_ps(quads[c], quads[c + 4], 0x31);
+  }
+}
+
+// Eight columns of a full 6-row panel of a row-major A: out[6p + i] = src[i][p].
+inline void pack_a_columns8(const float* const src[MR], int64_t p, float* out) {
+  __m256 rows[8], columns[8];
+  for (int i = 0; i < MR; ++i) rows[i] = _mm256_loadu_ps(src[i] + p);
+  rows[6] = rows[7] = _mm256_setzero_ps();
+  transpose8x8(rows, columns);
+  for (int c = 0; c < 8; ++c, out += MR) {
+    _mm_storeu_ps(out, _mm256_castps256_ps128(columns[c]));
+    _mm_storel_pi(reinterpret_cast<__m64*>(out + 4), _mm256_extractf128_ps(columns[c], 1));
+  }
+}
+
+// Rows [p, p + 8) of a full 16-column panel of a transposed B, whose column j is the row
+// src + j * ld: out[16q + j] = src[j * ld + p + q].
+inline void pack_b_rows8(const float* src, int64_t ld, int64_t p, float* out) {
+  __m256 rows[8], columns[8];
+  for (int half = 0; half < 2; ++half) {
+    for (int j = 0; j < 8; ++j) rows[j] = _mm256_loadu_ps(src + (8 * half + j) * ld + p);
+    transpose8x8(rows, columns);
+    for (int q = 0; q < 8; ++q) _mm256_store_ps(out + q * NR + 8 * half, columns[q]);
   }
 }
 #endif
@@ -177,9 +199,15 @@ void pack_b(const Operand& b, int64_t row0, int64_t depth, int64_t col0, int64_t
         out += NR;
       }
     } else {
-      for (int64_t p = 0; p < depth; ++p) {
-        const float* src = b.data + (col0 + panel) * b.ld + row0 + p;
-        for (int64_t j = 0; j < NR; ++j) out[j] = j < width ? src[j * b.ld] : 0.0f;
+      const float* src = b.data + (col0 + panel) * b.ld + row0;
+      int64_t p = 0;
+#if FT_GEMM_AVX2
+      if (width == NR) {
+        for (; p + 8 <= depth; p += 8, out += 8 * NR) pack_b_rows8(src, b.ld, p, out);
+      }
+#endif
+      for (; p < depth; ++p) {
+        for (int64_t j = 0; j < NR; ++j) out[j] = j < width ? src[j * b.ld + p] : 0.0f;
         out += NR;
       }
     }
@@ -202,8 +230,8 @@ void update_edge(const float* tile, float* c, int64_t ldc, int64_t rows, int64_t
 }
 
 // acc = packed A panel (depth x MR) times packed B panel (depth x NR), then
-// C = scale_c * C + alpha * acc on the rows x cols tile at c: whole tiles straight from the
-// registers, edge tiles through a small buffer.
+// C = scale_c * C + alpha * acc on the rows x cols tile at c: whole-width tiles straight from
+// the registers, narrower ones through a small buffer.
 #if FT_GEMM_AVX2
 inline void update_row(float* row, __m256 acc0, __m256 acc1, __m256 alpha, __m256 scale_c, bool read_c) {
   if (read_c) {
@@ -217,8 +245,58 @@ inline void update_row(float* row, __m256 acc0, __m256 acc1, __m256 alpha, __m25
   _mm256_storeu_ps(row + 8, acc1);
 }
 
+// Edge tiles of ROWS < MR rows compute only their own rows (at m = 128, the last of 22 row
+// tiles has 2: computing 6 cost 1.5-2% of the whole multiply; 4% at m = 64). The full 6-row
+// tile keeps its own written-out kernel below: this template at ROWS = 6 compiles to the same
+// inner loop but ran 256x256 @ 256x10 25% slower, its row pointers taking a trip through the
+// stack on every tile.
+template <int ROWS>
+void micro_kernel_rows(int64_t depth, const PanelA& a, const float* b, float* c, int64_t ldc, int64_t cols,
+                       float alpha, float scale_c) {
+  const float* row[ROWS];
+  for (int i = 0; i < ROWS; ++i) row[i] = a.row[i];
+  const int64_t step = a.step;
+  if (depth >= kPrefetchDepth) {
+    for (int i = 0; i < ROWS; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + cols - 1), _MM_HINT_T0);
+    }
+  }
+  __m256 acc0[ROWS], acc1[ROWS];
+  for (int i = 0; i < ROWS; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
+  for (int64_t p = 0, offset = 0; p < depth; ++p, offset += step) {
+    const __m256 b0 = _mm256_load_ps(b);
+    const __m256 b1 = _mm256_load_ps(b + 8);
+    for (int i = 0; i < ROWS; ++i) {
+      const __m256 ai = _mm256_broadcast_ss(row[i] + offset);
+      acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
+      acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
+    }
+    b += NR;
+  }
+  if (cols == NR) {
+    const __m256 alpha_v = _mm256_set1_ps(alpha), scale_v = _mm256_set1_ps(scale_c);
+    const bool read_c = scale_c != 0.0f;
+    for (int i = 0; i < ROWS; ++i) update_row(c + i * ldc, acc0[i], acc1[i], alpha_v, scale_v, read_c);
+    return;
+  }
+  alignas(32) float tile[ROWS * NR];
+  for (int i = 0; i < ROWS; ++i) {
+    _mm256_store_ps(tile + i * NR, acc0[i]);
+    _mm256_store_ps(tile + i * NR + 8, acc1[i]);
+  }
+  update_edge(tile, c, ldc, ROWS, cols, alpha, scale_c);
+}
+
 void micro_kernel(int64_t depth, const PanelA& a, const float* b, float* c, int64_t ldc, int64_t rows,
                   int64_t cols, float alpha, float scale_c) {
+  switch (rows) {
+    case 5: return micro_kernel_rows<5>(depth, a, b, c, ldc, cols, alpha, scale_c);
+    case 4: return micro_kernel_rows<4>(depth, a, b, c, ldc, cols, alpha, scale_c);
+    case 3: return micro_kernel_rows<3>(depth, a, b, c, ldc, cols, alpha, scale_c);
+    case 2: return micro_kernel_rows<2>(depth, a, b, c, ldc, cols, alpha, scale_c);
+    case 1: return micro_kernel_rows<1>(depth, a, b, c, ldc, cols, alpha, scale_c);
+  }
   const float *a0_row = a.row[0], *a1_row = a.row[1], *a2_row = a.row[2];
   const float *a3_row = a.row[3], *a4_row = a.row[4], *a5_row = a.row[5];
   const int64_t step = a.step;
@@ -227,7 +305,7 @@ void micro_kernel(int64_t depth, const PanelA& a, const float* b, float* c, int6
   // them (with a few k steps the prefetches only add instructions: 256x10 @ 10x256 runs ~9%
   // faster without them).
   if (depth >= kPrefetchDepth) {
-    for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t i = 0; i < MR; ++i) {
       _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + cols - 1), _MM_HINT_T0);
     }
@@ -261,7 +339,7 @@ void micro_kernel(int64_t depth, const PanelA& a, const float* b, float* c, int6
     c51 = _mm256_fmadd_ps(a5, b1, c51);
     b += NR;
   }
-  if (rows == MR && cols == NR) {
+  if (cols == NR) {
     const __m256 alpha_v = _mm256_set1_ps(alpha), scale_v = _mm256_set1_ps(scale_c);
     const bool read_c = scale_c != 0.0f;
     update_row(c + 0 * ldc, c00, c01, alpha_v, scale_v, read_c);
@@ -285,7 +363,7 @@ void micro_kernel(int64_t depth, const PanelA& a, const float* b, float* c, int6
   _mm256_store_ps(tile + 4 * NR + 8, c41);
   _mm256_store_ps(tile + 5 * NR, c50);
   _mm256_store_ps(tile + 5 * NR + 8, c51);
-  update_edge(tile, c, ldc, rows, cols, alpha, scale_c);
+  update_edge(tile, c, ldc, MR, cols, alpha, scale_c);
 }
 #else
 void micro_kernel(int64_t depth, const PanelA& a, const float* b, float* c, int64_t ldc, int64_t rows,
@@ -348,6 +426,22 @@ bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
       for (int64_t ic = 0; ic < m; ic += MC) {
         int64_t mc = m - ic < MC ? m - ic : MC;
         if (pack_a_blocks) pack_a(a, row0 + ic, mc, pc, kc, buffers.a);
+        if (kc * nc <= kSmallBlockB) {
+          // The whole B block stays in L1: the tiles go along C's rows, each A panel set up once.
+          for (int64_t ir = 0; ir < mc; ir += MR) {
+            int64_t rows = mc - ir < MR ? mc - ir : MR;
+            PanelA panel = pack_a_blocks ? packed_panel(buffers.a + ir * kc) : direct_panel(a, row0 + ic + ir, rows, pc);
+            for (int64_t jr = 0; jr < nc; jr += NR) {
+              int64_t cols = nc - jr < NR ? nc - jr : NR;
+              float* c_tile = c + (row0 + ic + ir) * ldc + col0 + jc + jr;
+              micro_kernel(kc, panel, buffers.b + jr * kc, c_tile, ldc, rows, cols, e.alpha, scale_c);
+              if (last) finish_tile(c_tile, ldc, rows, cols, col0 + jc + jr, e);
+            }
+          }
+          continue;
+        }
+        // One B panel stays in L1 while the tiles go down its column. (The two orders are written
+        // out: a shared per-tile lambda or computed tile indices cost 3-8% at k = 10.)
         for (int64_t jr = 0; jr < nc; jr += NR) {
           int64_t cols = nc - jr < NR ? nc - jr : NR;
           for (int64_t ir = 0; ir < mc; ir += MR) {
