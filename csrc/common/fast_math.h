@@ -1,6 +1,8 @@
 // exp, tanh, sigmoid, log1p and row reductions written with branch-free arithmetic only, so that
 // the CPU loops vectorize and the CUDA kernels compute the same values as the CPU (up to the
-// fused multiply-adds each compiler forms).
+// fused multiply-adds each compiler forms). sigmoid, tanh and their derivatives are templates
+// over the number type: float here and in CUDA, and cpu/vec8.h's eight-lane vector, for which
+// the leaves they call unqualified (select, abs_value, exp_neg_abs) have their own overloads.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -16,7 +18,13 @@ FT_HD float bits_to_float(uint32_t bits) {
   return value;
 }
 
-FT_HD float clampf(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
+// `condition ? if_true : if_false`, as a function so that vector types can overload it.
+FT_HD float select(bool condition, float if_true, float if_false) { return condition ? if_true : if_false; }
+FT_HD float abs_value(float x) { return fabsf(x); }
+
+// NaN passes through, as neither comparison holds for it.
+template <class T>
+FT_HD T clampf(T x, float lo, float hi) { return select(x < lo, T(lo), select(x > hi, T(hi), x)); }
 
 // exp(x) = 2^n * exp(r) with n = round(x / ln 2) and |r| <= ln(2)/2; exp(r) by its Taylor
 // series to r^7 (relative error below 2e-7 on that interval). Below -87 the result is 0: the
@@ -51,47 +59,51 @@ FT_HD float exp(float x) {
 
 // exp(-|x|), in (0, 1]: the one exponential that sigmoid, tanh and the losses need, since it
 // never overflows. Written once so that a loop calling two of them computes it once.
-FT_HD float exp_neg_abs(float x) { return math::exp(-fabsf(x)); }
+FT_HD float exp_neg_abs(float x) { return math::exp(-abs_value(x)); }
 
 // tanh: an odd polynomial fitted to tanh(x)/x on |x| < 0.6 (relative error ~1e-7), and
 // (1 - e) / (1 + e) with e = exp(-2|x|) <= 0.3 beyond, where 1 - e no longer cancels. Both
 // are computed and one selected, which keeps the loop branch-free.
-FT_HD float tanh(float x) {
-  float x2 = x * x;
-  float p = -0.00589876f;
+template <class T>
+FT_HD T tanh(T x) {
+  T x2 = x * x;
+  T p = -0.00589876f;
   p = p * x2 + 0.02079768f;
   p = p * x2 - 0.05378357f;
   p = p * x2 + 0.13331902f;
   p = p * x2 - 0.33333296f;
   p = p * x2 + 1.0f;
-  float small = x * p;
-  float e = math::exp_neg_abs(2.0f * x);
-  float large = (1.0f - e) / (1.0f + e);
-  large = x < 0.0f ? -large : large;
-  return fabsf(x) < 0.6f ? small : large;
+  T small = x * p;
+  T e = exp_neg_abs(2.0f * x);
+  T large = (1.0f - e) / (1.0f + e);
+  large = select(x < 0.0f, -large, large);
+  return select(abs_value(x) < 0.6f, small, large);
 }
 
 // tanh'(x) = 1 - tanh(x)^2 = 4 e / (1 + e)^2 with e = exp(-2|x|): a product of positive terms,
 // so it keeps its relative accuracy where 1 - tanh^2 would cancel (|x| > 4 or so).
-FT_HD float tanh_derivative(float x) {
-  float e = math::exp_neg_abs(2.0f * x);
-  float inv = 1.0f / (1.0f + e);
+template <class T>
+FT_HD T tanh_derivative(T x) {
+  T e = exp_neg_abs(2.0f * x);
+  T inv = 1.0f / (1.0f + e);
   return 4.0f * e * inv * inv;
 }
 
 // sigmoid(x) = 1 / (1 + exp(-x)) for x >= 0 and exp(x) / (1 + exp(x)) below: with
 // e = exp(-|x|) neither overflows, and the result keeps its relative accuracy for large -x.
-FT_HD float sigmoid(float x) {
-  float e = math::exp_neg_abs(x);
-  float numerator = x < 0.0f ? e : 1.0f;
+template <class T>
+FT_HD T sigmoid(T x) {
+  T e = exp_neg_abs(x);
+  T numerator = select(x < 0.0f, e, T(1.0f));
   return numerator / (1.0f + e);
 }
 
 // sigmoid'(x) = sigmoid(x) (1 - sigmoid(x)) = e / (1 + e)^2 with e = exp(-|x|), without the
 // cancellation of 1 - sigmoid(x) for large x.
-FT_HD float sigmoid_derivative(float x) {
-  float e = math::exp_neg_abs(x);
-  float inv = 1.0f / (1.0f + e);
+template <class T>
+FT_HD T sigmoid_derivative(T x) {
+  T e = exp_neg_abs(x);
+  T inv = 1.0f / (1.0f + e);
   return e * inv * inv;
 }
 

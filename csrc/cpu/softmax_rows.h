@@ -11,61 +11,16 @@
 
 #include "common/fast_math.h"
 #include "cpu/isa.h"
-
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define FT_SOFTMAX_AVX2 1
-#else
-#define FT_SOFTMAX_AVX2 0
-#endif
+#include "cpu/vec8.h"
 
 namespace fusedtrain::cpu::FT_ISA {
 
 constexpr int64_t kSoftmaxBlockElements = 2048;  // 8 KiB, which stays in L1 between passes
 constexpr int64_t kSoftmaxLongRow = 64;          // rows at least this long go one at a time
 
-#if FT_SOFTMAX_AVX2
+#if FT_VEC8
 
 namespace softmax_detail {
-
-// exp(x) for eight x <= 0 (arguments less their row's max), with a relative error below 2e-7
-// (1.6e-7 measured over [-87, 0]), 0 below -87 as math::exp, NaN kept. It is cheaper than
-// math::exp, which must serve every argument: x = (n + f) ln2 / 8 with n = round(8 x / ln 2),
-// so exp(x) = 2^(n >> 3) * 2^((n & 7) / 8) * exp(r), |r| <= ln 2 / 16. The eighth powers of
-// two come from an eight-entry table in a register, and exp(r) needs only a cubic (fitted for
-// least maximum relative error on that interval) instead of the degree-7 series.
-inline __m256 exp_nonpositive(__m256 x) {
-  const __m256 underflow = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
-  // Adding 1.5 * 2^23 rounds 8 x / ln 2 to the integer n, left in the low mantissa bits.
-  const __m256 round_magic = _mm256_set1_ps(12582912.0f);
-  const __m256 shifted = _mm256_fmadd_ps(x, _mm256_set1_ps(11.5415603271117f), round_magic);
-  const __m256 n = _mm256_sub_ps(shifted, round_magic);
-  // r = x - n ln2/8, ln2/8 split in a 12-bit part (n * it is exact) and the float remainder.
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.086639404296875f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(3.993272912339307e-06f), r);
-  __m256 p = _mm256_set1_ps(0.16664292445732787f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.500064784204368f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0000000487114307f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  // The bits of 2^(n/8) are table[n & 7] + ((n >> 3) << 23). With k the bits of `shifted`,
-  // n = k - magic_bits, and permutevar reads only k's low three bits (= n & 7, magic_bits
-  // having none), so each entry holds the bits of 2^(j/8) less (magic_bits << 20) and
-  // (j << 20) (modulo 2^32): adding k << 20 then restores both.
-  constexpr uint32_t kMagicBits = 0x4B400000u;
-  constexpr uint32_t kEighths[8] = {0x3f800000u, 0x3f8b95c2u, 0x3f9837f0u, 0x3fa5fed7u,
-                                    0x3fb504f3u, 0x3fc5672au, 0x3fd744fdu, 0x3feac0c7u};
-  auto entry = [&](uint32_t j) { return static_cast<int>(kEighths[j] - (kMagicBits << 20) - (j << 20)); };
-  const __m256i table = _mm256_setr_epi32(entry(0), entry(1), entry(2), entry(3), entry(4), entry(5),
-                                          entry(6), entry(7));
-  const __m256i k = _mm256_castps_si256(shifted);
-  const __m256i scale = _mm256_add_epi32(_mm256_permutevar8x32_epi32(table, k), _mm256_slli_epi32(k, 20));
-  return _mm256_andnot_ps(underflow, _mm256_mul_ps(p, _mm256_castsi256_ps(scale)));
-}
-
-// Lanes [0, count) set, for the last, partial vector of a row (0 < count < 8).
-inline __m256i first_lanes(int64_t count) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 inline float horizontal_max(__m256 v) {
   __m128 half = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -184,7 +139,7 @@ inline void exp_block(float* y, int64_t n, const float* next, float* next_y, int
 template <class Start, class Done>
 inline void softmax_exp_rows(const float* x, float* y, int64_t begin, int64_t end, int64_t cols, Start&& start,
                              Done&& done) {
-#if FT_SOFTMAX_AVX2
+#if FT_VEC8
   if (cols >= kSoftmaxLongRow) {
     for (int64_t r = begin; r < end; ++r) {
       const float* x_row = x + r * cols;

@@ -1,11 +1,12 @@
-// Activation and softmax kernels: elementwise loops over the formulas of common/activations.h,
-// split across threads in contiguous chunks.
+// Activation and softmax kernels: elementwise loops over the formulas of common/activations.h
+// (eight lanes at a time in the AVX2 build), split across threads in contiguous chunks.
 #include <cstdint>
 
 #include "common/activations.h"
 #include "cpu/isa.h"
 #include "cpu/parallel.h"
 #include "cpu/softmax_rows.h"
+#include "cpu/vec8.h"
 
 namespace fusedtrain::cpu::FT_ISA {
 
@@ -20,7 +21,7 @@ void activation_forward(Activation activation, float param, const float* x, floa
   with_activation(activation, [&](auto act) {
     using Act = decltype(act);
     parallel_for(n, kElementwiseChunk, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) y[i] = Act::forward(x[i], param);
+      map_elements(end - begin, y + begin, [&](auto value) { return Act::forward(value, param); }, x + begin);
     });
   });
 }
@@ -30,7 +31,9 @@ void activation_backward(Activation activation, float param, const float* grad_o
   with_activation(activation, [&](auto act) {
     using Act = decltype(act);
     parallel_for(n, kElementwiseChunk, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) grad_input[i] = Act::backward(grad_output[i], x[i], param);
+      map_elements(end - begin, grad_input + begin,
+                   [&](auto gradient, auto value) { return Act::backward(gradient, value, param); },
+                   grad_output + begin, x + begin);
     });
   });
 }

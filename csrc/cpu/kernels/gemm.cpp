@@ -15,6 +15,7 @@
 #include "common/activations.h"
 #include "cpu/isa.h"
 #include "cpu/parallel.h"
+#include "cpu/vec8.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -396,10 +397,10 @@ void finish_tile(float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t col0
     for (int64_t i = 0; i < rows; ++i) {
       float* row = c + i * ldc;
       if (e.bias) {
-        const float* bias = e.bias + col0;
-        for (int64_t j = 0; j < cols; ++j) row[j] = Act::forward(row[j] + bias[j], e.param);
+        map_elements(cols, row, [&](auto value, auto bias) { return Act::forward(value + bias, e.param); }, row,
+                     e.bias + col0);
       } else {
-        for (int64_t j = 0; j < cols; ++j) row[j] = Act::forward(row[j], e.param);
+        map_elements(cols, row, [&](auto value) { return Act::forward(value, e.param); }, row);
       }
     }
   });
