@@ -55,8 +55,9 @@ inline float softmax_row_max(const float* x, int64_t n) {
   return horizontal_max(_mm256_max_ps(m0, m1));
 }
 
-// y = exp(x - shift) over a row of n elements (y may be x); returns the sum of y. Meanwhile
-// the next row's input and output lines are requested (next, next_y; null for the last row).
+// y = exp(x - shift) over a row of n elements (y may be x, or null for the sum alone); returns
+// the sum of the exponentials. Meanwhile the next row's input and output lines are requested
+// (next and next_y, each null where there is none).
 inline float exp_shifted_sum(const float* x, float shift, float* y, int64_t n, const float* next,
                              float* next_y) {
   using namespace softmax_detail;
@@ -64,45 +65,43 @@ inline float exp_shifted_sum(const float* x, float shift, float* y, int64_t n, c
   __m256 sum0 = _mm256_setzero_ps(), sum1 = sum0;
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    if (next) {
-      __builtin_prefetch(next + i);
-      __builtin_prefetch(next_y + i, 1);
-    }
+    if (next) __builtin_prefetch(next + i);
+    if (next_y) __builtin_prefetch(next_y + i, 1);
     const __m256 e0 = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
     const __m256 e1 = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), m));
-    _mm256_storeu_ps(y + i, e0);
-    _mm256_storeu_ps(y + i + 8, e1);
+    if (y) {
+      _mm256_storeu_ps(y + i, e0);
+      _mm256_storeu_ps(y + i + 8, e1);
+    }
     sum0 = _mm256_add_ps(sum0, e0);
     sum1 = _mm256_add_ps(sum1, e1);
   }
-  if (next && i < n) {
-    __builtin_prefetch(next + i);
-    __builtin_prefetch(next_y + i, 1);
-  }
+  if (next && i < n) __builtin_prefetch(next + i);
+  if (next_y && i < n) __builtin_prefetch(next_y + i, 1);
   for (; i + 8 <= n; i += 8) {
     const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
-    _mm256_storeu_ps(y + i, e);
+    if (y) _mm256_storeu_ps(y + i, e);
     sum0 = _mm256_add_ps(sum0, e);
   }
   if (i < n) {
     const __m256i lanes = first_lanes(n - i);
     const __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(x + i, lanes), m)),
                                    _mm256_castsi256_ps(lanes));
-    _mm256_maskstore_ps(y + i, lanes, e);
+    if (y) _mm256_maskstore_ps(y + i, lanes, e);
     sum1 = _mm256_add_ps(sum1, e);
   }
   return horizontal_sum(_mm256_add_ps(sum0, sum1));
 }
 
 // y = exp(y) over a block of n elements, all <= 0; the next block's lines are requested
-// meanwhile (next_n elements of next and next_y).
+// meanwhile (next_n elements of next and of next_y, unless it is null).
 inline void exp_block(float* y, int64_t n, const float* next, float* next_y, int64_t next_n) {
   using namespace softmax_detail;
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     if (i < next_n) {
       __builtin_prefetch(next + i);
-      __builtin_prefetch(next_y + i, 1);
+      if (next_y) __builtin_prefetch(next_y + i, 1);
     }
     _mm256_storeu_ps(y + i, exp_nonpositive(_mm256_loadu_ps(y + i)));
     _mm256_storeu_ps(y + i + 8, exp_nonpositive(_mm256_loadu_ps(y + i + 8)));
@@ -118,13 +117,35 @@ inline void exp_block(float* y, int64_t n, const float* next, float* next_y, int
 
 inline float softmax_row_max(const float* x, int64_t n) { return math::row_max(x, n); }
 
+// As the AVX2 version; the sum is taken in math::row_sum's order, so that it equals the sum
+// of the block path over the same row.
+inline float exp_shifted_sum(const float* x, float shift, float* y, int64_t n, const float*, float*) {
+  float lanes[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int lane = 0; lane < 8; ++lane) {
+      const float e = math::exp(x[i + lane] - shift);
+      if (y) y[i + lane] = e;
+      lanes[lane] += e;
+    }
+  }
+  for (; i < n; ++i) {
+    const float e = math::exp(x[i] - shift);
+    if (y) y[i] = e;
+    lanes[0] += e;
+  }
+  float sum = 0.0f;
+  for (float lane : lanes) sum += lane;
+  return sum;
+}
+
 inline void exp_block(float* y, int64_t n, const float* next, float* next_y, int64_t next_n) {
   constexpr int64_t kLine = 64 / sizeof(float);
   int64_t i = 0;
   for (; i + kLine <= n; i += kLine) {
     if (i < next_n) {
       __builtin_prefetch(next + i);
-      __builtin_prefetch(next_y + i, 1);
+      if (next_y) __builtin_prefetch(next_y + i, 1);
     }
     for (int64_t j = i; j < i + kLine; ++j) y[j] = math::exp(y[j]);
   }
@@ -135,7 +156,8 @@ inline void exp_block(float* y, int64_t n, const float* next, float* next_y, int
 
 // Rows [begin, end) of x (rows x cols, cols >= 1) into y (which may be x): start(r, m) with
 // row r's max m, before y's row is written; y's row = exp(x's row - m); done(r, sum) with the
-// sum of that row of y, to finish it.
+// sum of that row's exponentials, to finish it. With y null only the sums are made (the same
+// ones): long rows store nothing, blocks of short rows go through a buffer on the stack.
 template <class Start, class Done>
 inline void softmax_exp_rows(const float* x, float* y, int64_t begin, int64_t end, int64_t cols, Start&& start,
                              Done&& done) {
@@ -143,28 +165,39 @@ inline void softmax_exp_rows(const float* x, float* y, int64_t begin, int64_t en
   if (cols >= kSoftmaxLongRow) {
     for (int64_t r = begin; r < end; ++r) {
       const float* x_row = x + r * cols;
-      float* y_row = y + r * cols;
+      float* y_row = y ? y + r * cols : nullptr;
       const float m = softmax_row_max(x_row, cols);
       start(r, m);
       const bool last = r + 1 == end;
-      done(r, exp_shifted_sum(x_row, m, y_row, cols, last ? nullptr : x_row + cols, last ? nullptr : y_row + cols));
+      done(r, exp_shifted_sum(x_row, m, y_row, cols, last ? nullptr : x_row + cols,
+                              last || !y ? nullptr : y_row + cols));
     }
     return;
   }
 #endif
+  float scratch[kSoftmaxBlockElements];
   const int64_t block_rows = kSoftmaxBlockElements / cols > 1 ? kSoftmaxBlockElements / cols : 1;
   for (int64_t first = begin; first < end; first += block_rows) {
     const int64_t last = end - first < block_rows ? end : first + block_rows;
     const int64_t next_rows = end - last < block_rows ? end - last : block_rows;
+    // Without y, a row longer than the buffer (portable build only) has its exponentials
+    // summed as they are made, in the order of the block path's sum.
+    if (!y && cols > kSoftmaxBlockElements) {
+      const float m = softmax_row_max(x + first * cols, cols);
+      start(first, m);
+      done(first, exp_shifted_sum(x + first * cols, m, nullptr, cols, nullptr, nullptr));
+      continue;
+    }
+    float* block = y ? y + first * cols : scratch;
     for (int64_t r = first; r < last; ++r) {
       const float* x_row = x + r * cols;
-      float* y_row = y + r * cols;
+      float* y_row = block + (r - first) * cols;
       const float m = softmax_row_max(x_row, cols);
       start(r, m);
       for (int64_t j = 0; j < cols; ++j) y_row[j] = x_row[j] - m;
     }
-    exp_block(y + first * cols, (last - first) * cols, x + last * cols, y + last * cols, next_rows * cols);
-    for (int64_t r = first; r < last; ++r) done(r, math::row_sum(y + r * cols, cols));
+    exp_block(block, (last - first) * cols, x + last * cols, y ? y + last * cols : nullptr, next_rows * cols);
+    for (int64_t r = first; r < last; ++r) done(r, math::row_sum(block + (r - first) * cols, cols));
   }
 }
 

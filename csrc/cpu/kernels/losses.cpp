@@ -55,31 +55,24 @@ double elementwise_loss(const float* a, const float* b, float* grad, int64_t n, 
 
 // Rows [begin, end) of softmax cross-entropy: loss = logsumexp(z) - z[label]
 // = log(sum exp(z - max)) + max - z[label]. With kWithGrad the gradient rows receive
-// exp(z - max) (softmax_rows.h), then each is scaled to softmax - onehot.
+// exp(z - max) (softmax_rows.h), then each is scaled to softmax - onehot; without, the same
+// sums are made and nothing is stored, so the loss is the same either way.
 template <bool kWithGrad, class Label>
 double softmax_cross_entropy_rows(const float* logits, const Label* labels, float* grad, int64_t begin,
                                   int64_t end, int64_t classes, float scale) {
   double sum = 0.0;
-  if constexpr (!kWithGrad) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float* z = logits + r * classes;
-      float max_value = softmax_row_max(z, classes);
-      float exp_sum = 0.0f;
-      for (int64_t j = 0; j < classes; ++j) exp_sum += math::exp(z[j] - max_value);
-      sum += static_cast<double>(logf(exp_sum)) + (static_cast<double>(max_value) - z[labels[r]]);
-    }
-    return sum;
-  }
   // z[label] is read before the row of grad (which may be z itself) is written.
   auto start = [&](int64_t r, float max_value) {
     sum += static_cast<double>(max_value) - logits[r * classes + labels[r]];
   };
-  softmax_exp_rows(logits, grad, begin, end, classes, start, [&](int64_t r, float exp_sum) {
-    float* g = grad + r * classes;
+  softmax_exp_rows(logits, kWithGrad ? grad : nullptr, begin, end, classes, start, [&](int64_t r, float exp_sum) {
     sum += static_cast<double>(logf(exp_sum));
-    const float inv_sum = scale / exp_sum;
-    for (int64_t j = 0; j < classes; ++j) g[j] *= inv_sum;
-    g[labels[r]] -= scale;
+    if constexpr (kWithGrad) {
+      float* g = grad + r * classes;
+      const float inv_sum = scale / exp_sum;
+      for (int64_t j = 0; j < classes; ++j) g[j] *= inv_sum;
+      g[labels[r]] -= scale;
+    }
   });
   return sum;
 }
