@@ -92,6 +92,33 @@ def test_alpha_beta_and_bias(simd_path, rng, m, trans_a, trans_b):
     _assert_close(result, *expected)
 
 
+# (n, k) for each way the kernel takes its tiles: a packed B block small enough for L1 (tiles go
+# along C's rows), a larger one (tiles go down each B panel's column), and op(A) large enough
+# to be packed, with k crossing the 320-deep k block.
+TILE_ORDERS = {"along rows": (50, 23), "down columns": (100, 130), "packed A": (40, 1150)}
+
+
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=TRANSPOSE_IDS)
+@pytest.mark.parametrize("order", TILE_ORDERS)
+@pytest.mark.parametrize("m", range(36, 42))
+def test_edge_tiles_of_every_height(simd_path, rng, m, order, trans_a, trans_b):
+    # m runs through every remainder modulo the 6-row tile: the edge tiles of 1 to 5 rows have
+    # kernels of their own. One thread, since a split would change the edge tiles' heights.
+    n, k = TILE_ORDERS[order]
+    a, b = _operands(rng, m, n, k, trans_a, trans_b)
+    out = rng.standard_normal((m, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    expected = _reference(a, b, trans_a, trans_b, alpha=0.1, beta=0.5, out=out, bias=bias, activation="gelu")
+    threads = ft.get_num_threads()
+    ft.set_num_threads(1)
+    try:
+        ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b, alpha=0.1, beta=0.5, bias=bias, activation="gelu",
+                   out=out)
+    finally:
+        ft.set_num_threads(threads)
+    _assert_close(out, *expected)
+
+
 def test_beta_one_accumulates(simd_path, rng):
     a, b = _operands(rng, 20, 30, 300, False, False)
     out = rng.standard_normal((20, 30)).astype(np.float32)
