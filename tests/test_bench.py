@@ -23,6 +23,8 @@ EXPECTED_ROWS = [
     ("NN forward Z = X W, 256-10", "256x256 @ 256x10"),
     ("TN dW = X^T dZ, 512-256", "512x256 @ 256x256"),
     ("NT dX = dZ W^T, 256-10", "256x10 @ 10x256"),
+    ("NN one sample, 784-512", "1x784 @ 784x512"), ("NN forward, 256-1", "256x256 @ 256x1"),
+    ("TN dW, 256-1", "256x256 @ 256x1"),
     ("relu(X W + b), 784-512, vs expression", "256x784 @ 784x512"),
     ("relu(X W + b), 784-512, vs out=", "256x784 @ 784x512"),
     ("relu", "256K"), ("relu_grad", "256K"), ("sigmoid", "256K"), ("sigmoid_grad", "256K"),

@@ -119,6 +119,34 @@ def test_edge_tiles_of_every_height(simd_path, rng, m, order, trans_a, trans_b):
     _assert_close(out, *expected)
 
 
+# One row or one column of C: the matrix-vector loops (dot products of the matrix's rows, or
+# weighted sums of them), with k off the 8-lane vector and outputs past one 2048-output pass.
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=TRANSPOSE_IDS)
+@pytest.mark.parametrize("m, n, k", [(1, 300, 77), (300, 1, 77), (1, 4099, 33), (2500, 1, 129), (1, 1, 1003),
+                                     (1, 7, 5), (13, 1, 8)])
+def test_matrix_vector_products(simd_path, rng, m, n, k, trans_a, trans_b):
+    a, b = _operands(rng, m, n, k, trans_a, trans_b)
+    out = rng.standard_normal((m, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    expected = _reference(a, b, trans_a, trans_b, alpha=0.2, beta=-0.5, out=out, bias=bias, activation="tanh")
+    plain = _reference(a, b, trans_a, trans_b)
+    threads = ft.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            ft.set_num_threads(count)
+            result = out.copy()
+            ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b, alpha=0.2, beta=-0.5, bias=bias, activation="tanh",
+                       out=result)
+            results.append(result)
+            _assert_close(ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b), *plain)
+    finally:
+        ft.set_num_threads(threads)
+    _assert_close(results[0], *expected)
+    # Each output is one thread's sum, whichever thread: the split cannot change a bit.
+    np.testing.assert_array_equal(results[0], results[1])
+
+
 def test_beta_one_accumulates(simd_path, rng):
     a, b = _operands(rng, 20, 30, 300, False, False)
     out = rng.standard_normal((20, 30)).astype(np.float32)

@@ -20,27 +20,10 @@ constexpr int64_t kSoftmaxLongRow = 64;          // rows at least this long go o
 
 #if FT_VEC8
 
-namespace softmax_detail {
-
-inline float horizontal_max(__m256 v) {
-  __m128 half = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  half = _mm_max_ps(half, _mm_movehl_ps(half, half));
-  return _mm_cvtss_f32(_mm_max_ss(half, _mm_movehdup_ps(half)));
-}
-
-inline float horizontal_sum(__m256 v) {
-  __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  half = _mm_add_ps(half, _mm_movehl_ps(half, half));
-  return _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
-}
-
-}  // namespace softmax_detail
-
 // Largest element of a row (n >= 1), as math::row_max, which the compiler leaves scalar.
 // max(v, m) returns m where v is NaN, as math::row_max skips a NaN; the exponentials that
 // follow still turn it into NaN.
 inline float softmax_row_max(const float* x, int64_t n) {
-  using namespace softmax_detail;
   __m256 m0 = _mm256_set1_ps(x[0]), m1 = m0;
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -60,7 +43,6 @@ inline float softmax_row_max(const float* x, int64_t n) {
 // (next and next_y, each null where there is none).
 inline float exp_shifted_sum(const float* x, float shift, float* y, int64_t n, const float* next,
                              float* next_y) {
-  using namespace softmax_detail;
   const __m256 m = _mm256_set1_ps(shift);
   __m256 sum0 = _mm256_setzero_ps(), sum1 = sum0;
   int64_t i = 0;
@@ -96,7 +78,6 @@ inline float exp_shifted_sum(const float* x, float shift, float* y, int64_t n, c
 // y = exp(y) over a block of n elements, all <= 0; the next block's lines are requested
 // meanwhile (next_n elements of next and of next_y, unless it is null).
 inline void exp_block(float* y, int64_t n, const float* next, float* next_y, int64_t next_n) {
-  using namespace softmax_detail;
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     if (i < next_n) {

@@ -13,6 +13,7 @@
 #include <new>
 
 #include "common/activations.h"
+#include "common/fast_math.h"
 #include "cpu/isa.h"
 #include "cpu/parallel.h"
 #include "cpu/vec8.h"
@@ -471,6 +472,94 @@ void scale_only(int64_t m, int64_t n, float* c, int64_t ldc, const Epilogue& e) 
   }
 }
 
+// ---- matrix-vector products: m == 1 or n == 1 ------------------------------------------------
+// C is then one row or one column, and each element of the matrix operand is used once: packing
+// it into panels (and, for one column, computing 16-wide tiles) would cost more than the product
+// itself. Two loops cover the four cases, by which way the matrix's rows run:
+//   along k:          out[i] = sum_p x[i * ld + p] * v[p]   (dot products of rows with v)
+//   along the output: out[j] = sum_p v[p] * x[p * ld + j]   (v-weighted sums of rows)
+// Both write the raw sums for outputs [begin, end) into out[0, end - begin).
+
+// Rows at a time in the dot products: eight independent chains of multiply-adds.
+constexpr int64_t kDotRows = 8;
+// Outputs per pass (a stack buffer of sums, 8 KiB): the weighted sums keep it in L1 while they
+// stream the rows of x across its whole width, which is what lets the hardware prefetch them
+// (64-column strips in registers, each walking down all the rows, ran at half the speed
+// from 1000 x 1000 up).
+constexpr int64_t kGemvChunk = 2048;
+
+#if FT_GEMM_AVX2
+// out[r] = dot(row r of x, v) for ROWS rows; the last partial vector through masked loads.
+template <int ROWS>
+inline void dot_rows(const float* x, int64_t ld, const float* v, int64_t k, float* out) {
+  __m256 acc[ROWS];
+  for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_setzero_ps();
+  int64_t p = 0;
+  for (; p + 8 <= k; p += 8) {
+    const __m256 v8 = _mm256_loadu_ps(v + p);
+    for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * ld + p), v8, acc[r]);
+  }
+  if (p < k) {
+    const __m256i lanes = first_lanes(k - p);
+    const __m256 v8 = _mm256_maskload_ps(v + p, lanes);
+    for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_fmadd_ps(_mm256_maskload_ps(x + r * ld + p, lanes), v8, acc[r]);
+  }
+  for (int r = 0; r < ROWS; ++r) out[r] = horizontal_sum(acc[r]);
+}
+#else
+template <int ROWS>
+inline void dot_rows(const float* x, int64_t ld, const float* v, int64_t k, float* out) {
+  for (int r = 0; r < ROWS; ++r) out[r] = math::row_dot(x + r * ld, v, k);
+}
+#endif
+
+void gemv_dots(const float* x, int64_t ld, const float* v, int64_t k, int64_t begin, int64_t end, float* out) {
+  int64_t i = begin;
+  for (; i + kDotRows <= end; i += kDotRows) dot_rows<kDotRows>(x + i * ld, ld, v, k, out + (i - begin));
+  for (; i < end; ++i) dot_rows<1>(x + i * ld, ld, v, k, out + (i - begin));
+}
+
+// Four rows of x per pass over out (the compiler vectorizes the inner loop).
+void gemv_sums(const float* x, int64_t ld, const float* v, int64_t k, int64_t begin, int64_t end, float* out) {
+  const int64_t count = end - begin;
+  for (int64_t j = 0; j < count; ++j) out[j] = 0.0f;
+  int64_t p = 0;
+  for (; p + 4 <= k; p += 4) {
+    const float *r0 = x + p * ld + begin, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
+    const float v0 = v[p], v1 = v[p + 1], v2 = v[p + 2], v3 = v[p + 3];
+    for (int64_t j = 0; j < count; ++j) out[j] += v0 * r0[j] + v1 * r1[j] + v2 * r2[j] + v3 * r3[j];
+  }
+  for (; p < k; ++p) {
+    const float* row = x + p * ld + begin;
+    for (int64_t j = 0; j < count; ++j) out[j] += v[p] * row[j];
+  }
+}
+
+// C (length outputs, contiguous) = activation(alpha * sums + beta * C + bias), the sums made by
+// `sums(begin, end, out)`. bias_per_output: C is a row (one bias per element); otherwise a
+// column, and bias[0] applies to all.
+template <class Sums>
+void gemv(int64_t outputs, int64_t k, float* c, bool bias_per_output, const Epilogue& e, Sums&& sums) {
+  const float bias_all = !bias_per_output && e.bias ? e.bias[0] : 0.0f;
+  Epilogue rest = e;  // the bias and activation left for finish_tile
+  if (!bias_per_output) rest.bias = nullptr;
+  // Threads as for the blocked product: about 2^19 flops each.
+  const int64_t min_outputs = 262144 / k > 16 ? 262144 / k : 16;
+  parallel_for(outputs, min_outputs, [&](int64_t begin, int64_t end) {
+    float buffer[kGemvChunk];
+    for (int64_t first = begin; first < end; first += kGemvChunk) {
+      const int64_t last = end - first < kGemvChunk ? end : first + kGemvChunk;
+      sums(first, last, buffer);
+      float* out = c + first;
+      for (int64_t t = 0; t < last - first; ++t) {
+        const float scaled = e.beta != 0.0f ? e.alpha * buffer[t] + e.beta * out[t] : e.alpha * buffer[t];
+        out[t] = scaled + bias_all;
+      }
+      finish_tile(out, last - first, 1, last - first, first, rest);
+    }
+  });
+}
+
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
 // Splits C into grid_m x grid_n rectangles, one per thread, choosing the split that minimises
@@ -505,6 +594,25 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   }
   const Operand op_a{a, lda, trans_a};
   const Operand op_b{b, ldb, trans_b};
+
+  // One column of C from a contiguous column of op(B), or one row of C from a contiguous row of
+  // op(A): the matrix-vector loops, over the other operand's stored rows. (Through the C++ API
+  // the vector or C may be strided; those calls take the blocked path.)
+  const bool column = n == 1 && ldc == 1 && (trans_b || ldb == 1);
+  if (column || (m == 1 && (!trans_a || lda == 1))) {
+    const float* matrix = column ? a : b;
+    const float* vector = column ? b : a;
+    const int64_t ld = column ? lda : ldb;
+    const bool rows_along_k = column ? !trans_a : trans_b;
+    gemv(column ? m : n, k, c, !column, e, [&](int64_t begin, int64_t end, float* out) {
+      if (rows_along_k) {
+        gemv_dots(matrix, ld, vector, k, begin, end, out);
+      } else {
+        gemv_sums(matrix, ld, vector, k, begin, end, out);
+      }
+    });
+    return;
+  }
 
   // A thread is worth waking for about 2^19 flops (~6 us at one core's peak): below that, the
   // parallel region's start-up costs more than it saves. (Measured on 2 cores: 256x256 @ 256x10
