@@ -119,11 +119,12 @@ def test_edge_tiles_of_every_height(simd_path, rng, m, order, trans_a, trans_b):
     _assert_close(out, *expected)
 
 
-# One row or one column of C: the matrix-vector loops (dot products of the matrix's rows, or
-# weighted sums of them), with k off the 8-lane vector and outputs past one 2048-output pass.
+# One column of C, or one to four rows of it: the matrix-vector loops (dot products of the
+# other operand's rows, or weighted sums of them), with k off the 8-lane vector and outputs past
+# one pass of the 2048-float buffer.
 @pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=TRANSPOSE_IDS)
 @pytest.mark.parametrize("m, n, k", [(1, 300, 77), (300, 1, 77), (1, 4099, 33), (2500, 1, 129), (1, 1, 1003),
-                                     (1, 7, 5), (13, 1, 8)])
+                                     (1, 7, 5), (13, 1, 8), (2, 300, 77), (3, 1500, 19), (4, 64, 8)])
 def test_matrix_vector_products(simd_path, rng, m, n, k, trans_a, trans_b):
     a, b = _operands(rng, m, n, k, trans_a, trans_b)
     out = rng.standard_normal((m, n)).astype(np.float32)

@@ -487,6 +487,11 @@ constexpr int64_t kDotRows = 8;
 // (64-column strips in registers, each walking down all the rows, ran at half the speed
 // from 1000 x 1000 up).
 constexpr int64_t kGemvChunk = 2048;
+// Up to this many rows of C (op(B) not transposed, C at least kVectorRowsMinWidth wide), the
+// weighted sums read op(B) once for all of them, where the blocked product packs all of it for
+// one row tile: 4x784 @ 784x512 in 62 us instead of 110 (5 or more rows gained little).
+constexpr int64_t kVectorRows = 4;
+constexpr int64_t kVectorRowsMinWidth = 64;
 
 #if FT_GEMM_AVX2
 // out[r] = dot(row r of x, v) for ROWS rows; the last partial vector through masked loads.
@@ -519,43 +524,67 @@ void gemv_dots(const float* x, int64_t ld, const float* v, int64_t k, int64_t be
   for (; i < end; ++i) dot_rows<1>(x + i * ld, ld, v, k, out + (i - begin));
 }
 
-// Four rows of x per pass over out (the compiler vectorizes the inner loop).
-void gemv_sums(const float* x, int64_t ld, const float* v, int64_t k, int64_t begin, int64_t end, float* out) {
-  const int64_t count = end - begin;
-  for (int64_t j = 0; j < count; ++j) out[j] = 0.0f;
+// The vectors that weight the rows of x: vector i's element p is data[i * row_step + p * step]
+// (rows of op(A) read in place: transposed or not, one or a few of them).
+struct Vectors {
+  const float* data;
+  int64_t row_step;
+  int64_t step;
+  int64_t count;
+};
+
+// out[i * width + j] for each vector i, width = end - begin: four rows of x per pass over out
+// (the compiler vectorizes the inner loop), each read from L1 again for every vector.
+void gemv_sums(const float* x, int64_t ld, const Vectors& v, int64_t k, int64_t begin, int64_t end, float* out) {
+  const int64_t width = end - begin;
+  for (int64_t j = 0; j < v.count * width; ++j) out[j] = 0.0f;
   int64_t p = 0;
   for (; p + 4 <= k; p += 4) {
     const float *r0 = x + p * ld + begin, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
-    const float v0 = v[p], v1 = v[p + 1], v2 = v[p + 2], v3 = v[p + 3];
-    for (int64_t j = 0; j < count; ++j) out[j] += v0 * r0[j] + v1 * r1[j] + v2 * r2[j] + v3 * r3[j];
+    for (int64_t i = 0; i < v.count; ++i) {
+      const float* weights = v.data + i * v.row_step + p * v.step;
+      const float w0 = weights[0], w1 = weights[v.step], w2 = weights[2 * v.step], w3 = weights[3 * v.step];
+      float* row = out + i * width;
+      for (int64_t j = 0; j < width; ++j) row[j] += w0 * r0[j] + w1 * r1[j] + w2 * r2[j] + w3 * r3[j];
+    }
   }
   for (; p < k; ++p) {
-    const float* row = x + p * ld + begin;
-    for (int64_t j = 0; j < count; ++j) out[j] += v[p] * row[j];
+    const float* x_row = x + p * ld + begin;
+    for (int64_t i = 0; i < v.count; ++i) {
+      const float weight = v.data[i * v.row_step + p * v.step];
+      float* row = out + i * width;
+      for (int64_t j = 0; j < width; ++j) row[j] += weight * x_row[j];
+    }
   }
 }
 
-// C (length outputs, contiguous) = activation(alpha * sums + beta * C + bias), the sums made by
-// `sums(begin, end, out)`. bias_per_output: C is a row (one bias per element); otherwise a
-// column, and bias[0] applies to all.
+// The rows x outputs block of C at c = activation(alpha * sums + beta * C + bias), the sums made
+// by `sums(begin, end, out)` for outputs [begin, end) of every row. bias_per_output: one bias
+// per output (C's rows); otherwise C is a single column laid out as a row, and bias[0] applies
+// to all.
 template <class Sums>
-void gemv(int64_t outputs, int64_t k, float* c, bool bias_per_output, const Epilogue& e, Sums&& sums) {
+void gemv(int64_t rows, int64_t outputs, int64_t k, float* c, int64_t ldc, bool bias_per_output, const Epilogue& e,
+          Sums&& sums) {
   const float bias_all = !bias_per_output && e.bias ? e.bias[0] : 0.0f;
   Epilogue rest = e;  // the bias and activation left for finish_tile
   if (!bias_per_output) rest.bias = nullptr;
+  const int64_t chunk = kGemvChunk / rows;
   // Threads as for the blocked product: about 2^19 flops each.
-  const int64_t min_outputs = 262144 / k > 16 ? 262144 / k : 16;
+  const int64_t min_outputs = 262144 / (k * rows) > 16 ? 262144 / (k * rows) : 16;
   parallel_for(outputs, min_outputs, [&](int64_t begin, int64_t end) {
     float buffer[kGemvChunk];
-    for (int64_t first = begin; first < end; first += kGemvChunk) {
-      const int64_t last = end - first < kGemvChunk ? end : first + kGemvChunk;
+    for (int64_t first = begin; first < end; first += chunk) {
+      const int64_t last = end - first < chunk ? end : first + chunk, width = last - first;
       sums(first, last, buffer);
-      float* out = c + first;
-      for (int64_t t = 0; t < last - first; ++t) {
-        const float scaled = e.beta != 0.0f ? e.alpha * buffer[t] + e.beta * out[t] : e.alpha * buffer[t];
-        out[t] = scaled + bias_all;
+      for (int64_t i = 0; i < rows; ++i) {
+        float* out = c + i * ldc + first;
+        const float* sum = buffer + i * width;
+        for (int64_t t = 0; t < width; ++t) {
+          const float scaled = e.beta != 0.0f ? e.alpha * sum[t] + e.beta * out[t] : e.alpha * sum[t];
+          out[t] = scaled + bias_all;
+        }
       }
-      finish_tile(out, last - first, 1, last - first, first, rest);
+      finish_tile(c + first, ldc, rows, width, first, rest);
     }
   });
 }
@@ -595,21 +624,29 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   const Operand op_a{a, lda, trans_a};
   const Operand op_b{b, ldb, trans_b};
 
-  // One column of C from a contiguous column of op(B), or one row of C from a contiguous row of
-  // op(A): the matrix-vector loops, over the other operand's stored rows. (Through the C++ API
-  // the vector or C may be strided; those calls take the blocked path.)
-  const bool column = n == 1 && ldc == 1 && (trans_b || ldb == 1);
-  if (column || (m == 1 && (!trans_a || lda == 1))) {
-    const float* matrix = column ? a : b;
-    const float* vector = column ? b : a;
-    const int64_t ld = column ? lda : ldb;
-    const bool rows_along_k = column ? !trans_a : trans_b;
-    gemv(column ? m : n, k, c, !column, e, [&](int64_t begin, int64_t end, float* out) {
-      if (rows_along_k) {
-        gemv_dots(matrix, ld, vector, k, begin, end, out);
+  // One column of C, or up to kVectorRows rows of it: matrix-vector loops over the stored rows
+  // of the other operand, read in place. (Through the C++ API the vector or C may be strided
+  // where the loops need them contiguous; those calls take the blocked path.)
+  if (n == 1 && ldc == 1 && (trans_b || ldb == 1)) {
+    gemv(1, m, k, c, 1, false, e, [&](int64_t begin, int64_t end, float* out) {
+      if (trans_a) {
+        gemv_sums(a, lda, Vectors{b, 0, 1, 1}, k, begin, end, out);
       } else {
-        gemv_sums(matrix, ld, vector, k, begin, end, out);
+        gemv_dots(a, lda, b, k, begin, end, out);
       }
+    });
+    return;
+  }
+  if (m == 1 && trans_b && (!trans_a || lda == 1)) {
+    gemv(1, n, k, c, ldc, true, e, [&](int64_t begin, int64_t end, float* out) {
+      gemv_dots(b, ldb, a, k, begin, end, out);
+    });
+    return;
+  }
+  if (!trans_b && (m == 1 || (m <= kVectorRows && n >= kVectorRowsMinWidth))) {
+    const Vectors rows_of_a{a, trans_a ? 1 : lda, trans_a ? lda : 1, m};
+    gemv(m, n, k, c, ldc, true, e, [&](int64_t begin, int64_t end, float* out) {
+      gemv_sums(b, ldb, rows_of_a, k, begin, end, out);
     });
     return;
   }
