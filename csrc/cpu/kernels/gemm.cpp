@@ -4,7 +4,9 @@
 // and L1, and a register-blocked micro-kernel multiplies one A panel by one B panel. Packing
 // also absorbs the transposes and pads the edges with zeros, so the micro-kernel only ever sees
 // whole MR x NR tiles. Threads take disjoint rectangles of C and run the whole scheme on
-// them with their own packing buffers: no synchronisation inside a call.
+// them with their own packing buffers: no synchronisation inside a call. A C of one column or
+// one row (and of up to four rows, 64 columns or more, where op(B) is not transposed) skips the
+// scheme: matrix-vector loops read the other operand in place.
 #include <omp.h>
 
 #include <cstdint>
