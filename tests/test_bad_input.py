@@ -730,6 +730,13 @@ def public_classes(module, base):
             and value.__module__ == module.__name__}
 
 
+def table_cases(table, with_name=False):
+    """One pytest.param per case of a {name: [case, ...]} table, with id "name-index"; with_name,
+    the name comes first among the case's values."""
+    return [pytest.param(*((name,) if with_name else ()), *case, id=f"{name}-{index}")
+            for name, entries in table.items() for index, case in enumerate(entries)]
+
+
 LAYER_CASES = {
     "Layer": [(lambda: layers.Layer(name=""), ValueError, r"^name: expected a non-empty string"),
               (lambda: layers.Layer(trainable="yes"), TypeError, r"^trainable: expected True or False")],
@@ -796,9 +803,7 @@ def test_every_layer_has_bad_input_cases():
     assert public_classes(layers, layers.Layer) == set(LAYER_CASES)
 
 
-@pytest.mark.parametrize("make, error, message", [
-    pytest.param(*case, id=f"{name}-{index}") for name, entries in LAYER_CASES.items()
-    for index, case in enumerate(entries)])
+@pytest.mark.parametrize("make, error, message", table_cases(LAYER_CASES))
 def test_layer_arguments(make, error, message):
     with pytest.raises(error, match=message):
         make()
@@ -1163,9 +1168,7 @@ def test_every_callback_has_bad_input_cases():
     assert set(callbacks.__all__) == set(CALLBACK_CASES)
 
 
-@pytest.mark.parametrize("name, arguments, error, message", [
-    pytest.param(name, *case, id=f"{name}-{index}") for name, entries in CALLBACK_CASES.items()
-    for index, case in enumerate(entries)])
+@pytest.mark.parametrize("name, arguments, error, message", table_cases(CALLBACK_CASES, with_name=True))
 def test_callback_arguments(name, arguments, error, message):
     with pytest.raises(error, match=message):
         getattr(callbacks, name)(**arguments)
@@ -1261,9 +1264,7 @@ def test_every_schedule_has_bad_input_cases():
     assert set(schedules.__all__) == set(SCHEDULE_CASES)
 
 
-@pytest.mark.parametrize("make, error, message", [
-    pytest.param(*case, id=f"{name}-{index}") for name, entries in SCHEDULE_CASES.items()
-    for index, case in enumerate(entries)])
+@pytest.mark.parametrize("make, error, message", table_cases(SCHEDULE_CASES))
 def test_schedule_arguments(make, error, message):
     with pytest.raises(error, match=message):
         make()
