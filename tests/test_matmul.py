@@ -148,6 +148,16 @@ def test_matrix_vector_products(simd_path, rng, m, n, k, trans_a, trans_b):
     np.testing.assert_array_equal(results[0], results[1])
 
 
+@pytest.mark.parametrize("n", [1, 5], ids=["column", "blocked"])
+def test_negative_zero_results_keep_their_sign(simd_path, n):
+    # alpha * (+0) = -0 for alpha < 0, as NumPy gives; no bias must not mean adding 0.
+    result = ops.matmul(np.ones((3, 2), np.float32), np.zeros((2, n), np.float32), alpha=-1.0)
+    assert np.signbit(result).all()
+    result = ops.matmul(np.ones((3, 2), np.float32), np.zeros((2, n), np.float32), alpha=-1.0,
+                        bias=np.zeros(n, np.float32))
+    assert not np.signbit(result).any()
+
+
 def test_beta_one_accumulates(simd_path, rng):
     a, b = _operands(rng, 20, 30, 300, False, False)
     out = rng.standard_normal((20, 30)).astype(np.float32)

@@ -567,7 +567,9 @@ void gemv_sums(const float* x, int64_t ld, const Vectors& v, int64_t k, int64_t 
 template <class Sums>
 void gemv(int64_t rows, int64_t outputs, int64_t k, float* c, int64_t ldc, bool bias_per_output, const Epilogue& e,
           Sums&& sums) {
-  const float bias_all = !bias_per_output && e.bias ? e.bias[0] : 0.0f;
+  // A column's one bias; none is added where there is none (adding 0 would turn -0 into +0).
+  const bool add_bias_all = !bias_per_output && e.bias;
+  const float bias_all = add_bias_all ? e.bias[0] : 0.0f;
   Epilogue rest = e;  // the bias and activation left for finish_tile
   if (!bias_per_output) rest.bias = nullptr;
   const int64_t chunk = kGemvChunk / rows;
@@ -583,7 +585,7 @@ void gemv(int64_t rows, int64_t outputs, int64_t k, float* c, int64_t ldc, bool 
         const float* sum = buffer + i * width;
         for (int64_t t = 0; t < width; ++t) {
           const float scaled = e.beta != 0.0f ? e.alpha * sum[t] + e.beta * out[t] : e.alpha * sum[t];
-          out[t] = scaled + bias_all;
+          out[t] = add_bias_all ? scaled + bias_all : scaled;
         }
       }
       finish_tile(c + first, ldc, rows, width, first, rest);
