@@ -228,6 +228,33 @@ def test_softmax_cross_entropy_grad_matches_finite_differences_of_kernel_loss(si
     np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-4)
 
 
+# A gradient of 8 MiB or more with rows of 64 to 4096 classes writes its whole 64-byte lines with
+# streaming stores and the partial lines at each end of a row with ordinary ones (4097 classes,
+# or a smaller gradient, takes the ordinary path). The gradient starts at several float offsets
+# within a line (and rows of 79 classes start at every one), the labels sit at each row's first
+# and last sixteen positions (where the partial lines are), and the floats around the gradient
+# must stay untouched.
+@pytest.mark.parametrize("classes", [64, 79, 1000, 4096, 4097])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_softmax_cross_entropy_gradient_at_line_offsets(simd_path, rng, classes, streamed):
+    rows = (8 << 20) // (4 * classes) + 1 if streamed else 32
+    labels = np.resize(np.concatenate([np.arange(16), classes - 16 + np.arange(16)]), rows)
+    logits = (rng.standard_normal((rows, classes)) * 3).astype(np.float32)
+    expected_loss, expected_grad = sce_ref(logits.astype(np.float64), labels, "mean")
+    size = rows * classes
+    for offset in [0, 1, 7] if streamed else range(16):
+        for in_place in [False, True]:
+            buffer = np.full(size + 32, np.nan, dtype=np.float32)
+            out = buffer[offset:offset + size].reshape(rows, classes)
+            if in_place:
+                out[...] = logits
+            loss, grad = ops.softmax_cross_entropy(out if in_place else logits, labels, out=out)
+            assert grad is out
+            np.testing.assert_allclose(loss, expected_loss, rtol=RTOL)
+            np.testing.assert_allclose(grad, expected_grad, rtol=RTOL, atol=ATOL / rows)
+            assert np.isnan(buffer[:offset]).all() and np.isnan(buffer[offset + size:]).all()
+
+
 # Rows shorter than 64 are taken in blocks, longer ones one at a time: both ways are tested.
 @pytest.mark.parametrize("classes", [7, 70])
 def test_softmax_cross_entropy_extreme_logits(simd_path, rng, classes):

@@ -39,40 +39,48 @@ inline float softmax_row_max(const float* x, int64_t n) {
 }
 
 // y = exp(x - shift) over a row of n elements (y may be x, or null for the sum alone); returns
-// the sum of the exponentials. Meanwhile the next row's input and output lines are requested
-// (next and next_y, each null where there is none).
-inline float exp_shifted_sum(const float* x, float shift, float* y, int64_t n, const float* next,
-                             float* next_y) {
+// the sum of the exponentials. per_line(j) is called once for each j = 0, 16, 32, ... below n,
+// in order, along the way: the callers request the next row's lines with it, so that their
+// loads overlap the arithmetic.
+//
+// The loop is software-pipelined: each step reduces the next vector (exp_reduce) and finishes
+// the one reduced before, two vectors per step so that the two reduced halves alternate.
+template <class PerLine>
+inline float exp_shifted_sum(const float* x, float shift, float* y, int64_t n, PerLine&& per_line) {
   const __m256 m = _mm256_set1_ps(shift);
-  __m256 sum0 = _mm256_setzero_ps(), sum1 = sum0;
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    if (next) __builtin_prefetch(next + i);
-    if (next_y) __builtin_prefetch(next_y + i, 1);
-    const __m256 e0 = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
-    const __m256 e1 = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), m));
-    if (y) {
-      _mm256_storeu_ps(y + i, e0);
-      _mm256_storeu_ps(y + i + 8, e1);
+  __m256 sum = _mm256_setzero_ps();
+  auto finish = [&](const ExpReduced& reduced, int64_t at) {
+    const __m256 e = exp_finish(reduced);
+    if (y) _mm256_storeu_ps(y + at, e);
+    sum = _mm256_add_ps(sum, e);
+  };
+  int64_t i = 0, line = 0;
+  if (n >= 8) {
+    ExpReduced ahead = exp_reduce(_mm256_sub_ps(_mm256_loadu_ps(x), m));
+    for (i = 8; i + 16 <= n; i += 16, line += 16) {
+      per_line(line);
+      const ExpReduced second = exp_reduce(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+      finish(ahead, i - 8);
+      ahead = exp_reduce(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), m));
+      finish(second, i);
     }
-    sum0 = _mm256_add_ps(sum0, e0);
-    sum1 = _mm256_add_ps(sum1, e1);
+    if (i + 8 <= n) {
+      const ExpReduced second = exp_reduce(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+      finish(ahead, i - 8);
+      ahead = second;
+      i += 8;
+    }
+    finish(ahead, i - 8);
   }
-  if (next && i < n) __builtin_prefetch(next + i);
-  if (next_y && i < n) __builtin_prefetch(next_y + i, 1);
-  for (; i + 8 <= n; i += 8) {
-    const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
-    if (y) _mm256_storeu_ps(y + i, e);
-    sum0 = _mm256_add_ps(sum0, e);
-  }
+  for (; line < n; line += 16) per_line(line);
   if (i < n) {
     const __m256i lanes = first_lanes(n - i);
     const __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(x + i, lanes), m)),
                                    _mm256_castsi256_ps(lanes));
     if (y) _mm256_maskstore_ps(y + i, lanes, e);
-    sum1 = _mm256_add_ps(sum1, e);
+    sum = _mm256_add_ps(sum, e);
   }
-  return horizontal_sum(_mm256_add_ps(sum0, sum1));
+  return horizontal_sum(sum);
 }
 
 // y = exp(y) over a block of n elements, all <= 0; the next block's lines are requested
@@ -100,16 +108,19 @@ inline float softmax_row_max(const float* x, int64_t n) { return math::row_max(x
 
 // As the AVX2 version; the sum is taken in math::row_sum's order, so that it equals the sum
 // of the block path over the same row.
-inline float exp_shifted_sum(const float* x, float shift, float* y, int64_t n, const float*, float*) {
+template <class PerLine>
+inline float exp_shifted_sum(const float* x, float shift, float* y, int64_t n, PerLine&& per_line) {
   float lanes[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
+    if (i % 16 == 0) per_line(i);
     for (int lane = 0; lane < 8; ++lane) {
       const float e = math::exp(x[i + lane] - shift);
       if (y) y[i + lane] = e;
       lanes[lane] += e;
     }
   }
+  if (i % 16 == 0 && i < n) per_line(i);
   for (; i < n; ++i) {
     const float e = math::exp(x[i] - shift);
     if (y) y[i] = e;
@@ -150,8 +161,12 @@ inline void softmax_exp_rows(const float* x, float* y, int64_t begin, int64_t en
       const float m = softmax_row_max(x_row, cols);
       start(r, m);
       const bool last = r + 1 == end;
-      done(r, exp_shifted_sum(x_row, m, y_row, cols, last ? nullptr : x_row + cols,
-                              last || !y ? nullptr : y_row + cols));
+      const float* next = last ? nullptr : x_row + cols;
+      float* next_y = last || !y ? nullptr : y_row + cols;
+      done(r, exp_shifted_sum(x_row, m, y_row, cols, [&](int64_t j) {
+        if (next) __builtin_prefetch(next + j);
+        if (next_y) __builtin_prefetch(next_y + j, 1);
+      }));
     }
     return;
   }
@@ -166,7 +181,7 @@ inline void softmax_exp_rows(const float* x, float* y, int64_t begin, int64_t en
     if (!y && cols > kSoftmaxBlockElements) {
       const float m = softmax_row_max(x + first * cols, cols);
       start(first, m);
-      done(first, exp_shifted_sum(x + first * cols, m, nullptr, cols, nullptr, nullptr));
+      done(first, exp_shifted_sum(x + first * cols, m, nullptr, cols, [](int64_t) {}));
       continue;
     }
     float* block = y ? y + first * cols : scratch;

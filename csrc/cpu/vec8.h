@@ -19,25 +19,31 @@ namespace fusedtrain::cpu::FT_ISA {
 
 #if FT_VEC8
 
-// exp(x) for eight x <= 0, with a relative error below 2e-7 (1.6e-7 measured over [-87, 0]),
-// 0 below -87 as math::exp, NaN kept. It is cheaper than math::exp, which must serve every
-// argument: x = (n + f) ln2 / 8 with n = round(8 x / ln 2), so
-// exp(x) = 2^(n >> 3) * 2^((n & 7) / 8) * exp(r), |r| <= ln 2 / 16. The eighth powers of two
-// come from an eight-entry table in a register, and exp(r) needs only a cubic (fitted for least
-// maximum relative error on that interval) instead of the degree-7 series.
-inline __m256 exp_nonpositive(__m256 x) {
+// exp(x) for eight x <= 0, with a relative error below 4e-7 (measured: 1.6e-7 over [-2, 0],
+// 2.1e-7 over [-20, 0], 3.9e-7 over [-87, 0]), 0 below -87 as math::exp, NaN kept. It is
+// cheaper than math::exp, which must serve every argument: x = (n + f) ln2 / 8 with
+// n = round(8 x / ln 2), so exp(x) = 2^(n >> 3) * 2^((n & 7) / 8) * exp(r), |r| <= ln 2 / 16.
+// The eighth powers of two come from an eight-entry table in a register, and exp(r) needs only
+// a cubic (fitted for least maximum relative error on that interval) instead of the degree-7
+// series.
+//
+// It comes in two halves so that a loop can overlap vectors by hand (software pipelining):
+// reduce the next vector while it finishes this one. The chain from x to exp(x) is long, and
+// softmax's exponential pass ran about 10% faster this way than as a plain loop.
+struct ExpReduced {
+  __m256 r, scale, underflow;
+};
+
+inline ExpReduced exp_reduce(__m256 x) {
   const __m256 underflow = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
   // Adding 1.5 * 2^23 rounds 8 x / ln 2 to the integer n, left in the low mantissa bits.
   const __m256 round_magic = _mm256_set1_ps(12582912.0f);
   const __m256 shifted = _mm256_fmadd_ps(x, _mm256_set1_ps(11.5415603271117f), round_magic);
   const __m256 n = _mm256_sub_ps(shifted, round_magic);
-  // r = x - n ln2/8, ln2/8 split in a 12-bit part (n * it is exact) and the float remainder.
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.086639404296875f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(3.993272912339307e-06f), r);
-  __m256 p = _mm256_set1_ps(0.16664292445732787f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.500064784204368f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0000000487114307f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  // r = x - n ln2/8 in one fused step. float(ln 2 / 8) is within 2.8e-9 of it (relative), which
+  // moves r by at most |x| 2.8e-9: 2.4e-7 at x = -87, where the subtraction that made x has
+  // already rounded it by more (|x| 6e-8).
+  const __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.0866433975699931636f), x);
   // The bits of 2^(n/8) are table[n & 7] + ((n >> 3) << 23). With k the bits of `shifted`,
   // n = k - magic_bits, and permutevar reads only k's low three bits (= n & 7, magic_bits
   // having none), so each entry holds the bits of 2^(j/8) less (magic_bits << 20) and
@@ -50,8 +56,19 @@ inline __m256 exp_nonpositive(__m256 x) {
                                           entry(6), entry(7));
   const __m256i k = _mm256_castps_si256(shifted);
   const __m256i scale = _mm256_add_epi32(_mm256_permutevar8x32_epi32(table, k), _mm256_slli_epi32(k, 20));
-  return _mm256_andnot_ps(underflow, _mm256_mul_ps(p, _mm256_castsi256_ps(scale)));
+  return {r, _mm256_castsi256_ps(scale), underflow};
 }
+
+inline __m256 exp_finish(const ExpReduced& reduced) {
+  const __m256 r = reduced.r;
+  __m256 p = _mm256_set1_ps(0.16664292445732787f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.500064784204368f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0000000487114307f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  return _mm256_andnot_ps(reduced.underflow, _mm256_mul_ps(p, reduced.scale));
+}
+
+inline __m256 exp_nonpositive(__m256 x) { return exp_finish(exp_reduce(x)); }
 
 // Lanes [0, count) set, for the last, partial vector of a row (0 < count < 8).
 inline __m256i first_lanes(int64_t count) {
