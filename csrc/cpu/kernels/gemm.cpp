@@ -178,10 +178,20 @@ void pack_a(const Operand& a, int64_t row0, int64_t rows, int64_t col0, int64_t 
         out += MR;
       }
     } else {
-      for (int64_t p = 0; p < depth; ++p) {
-        const float* src = a.data + (col0 + p) * a.ld + row0 + panel;
+      const float* src = a.data + col0 * a.ld + row0 + panel;
+#if FT_GEMM_AVX2
+      if (height == MR) {
+        // The panel's column p is MR consecutive floats of A's row p: copied as 4 + 2.
+        for (int64_t p = 0; p < depth; ++p, src += a.ld, out += MR) {
+          _mm_storeu_ps(out, _mm_loadu_ps(src));
+          _mm_storel_pi(reinterpret_cast<__m64*>(out + 4),
+                        _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(src + 4))));
+        }
+        continue;
+      }
+#endif
+      for (int64_t p = 0; p < depth; ++p, src += a.ld, out += MR) {
         for (int64_t i = 0; i < MR; ++i) out[i] = i < height ? src[i] : 0.0f;
-        out += MR;
       }
     }
   }
@@ -190,30 +200,39 @@ void pack_a(const Operand& a, int64_t row0, int64_t rows, int64_t col0, int64_t 
 // Packs rows [row0, row0 + depth) x cols [col0, col0 + cols) of op(B) into NR-column panels:
 // panel p holds, for each row, NR consecutive columns (zero past the last column).
 void pack_b(const Operand& b, int64_t row0, int64_t depth, int64_t col0, int64_t cols, float* out) {
+  if (!b.trans) {
+    // Row by row across all the whole panels, so that B is read along its rows (down each
+    // panel, one 64-byte piece per row, packing 784x512 took 40% longer).
+    const int64_t whole = cols / NR * NR;
+    for (int64_t p = 0; p < depth; ++p) {
+      const float* src = b.data + (row0 + p) * b.ld + col0;
+      float* dst = out + p * NR;
+      for (int64_t panel = 0; panel < whole; panel += NR, dst += depth * NR) {
+        std::memcpy(dst, src + panel, NR * sizeof(float));
+      }
+    }
+    if (whole < cols) {
+      const int64_t width = cols - whole;
+      float* dst = out + whole * depth;
+      for (int64_t p = 0; p < depth; ++p, dst += NR) {
+        const float* src = b.data + (row0 + p) * b.ld + col0 + whole;
+        for (int64_t j = 0; j < NR; ++j) dst[j] = j < width ? src[j] : 0.0f;
+      }
+    }
+    return;
+  }
   for (int64_t panel = 0; panel < cols; panel += NR) {
     int64_t width = cols - panel < NR ? cols - panel : NR;
-    if (!b.trans) {
-      for (int64_t p = 0; p < depth; ++p) {
-        const float* src = b.data + (row0 + p) * b.ld + col0 + panel;
-        if (width == NR) {
-          std::memcpy(out, src, NR * sizeof(float));
-        } else {
-          for (int64_t j = 0; j < NR; ++j) out[j] = j < width ? src[j] : 0.0f;
-        }
-        out += NR;
-      }
-    } else {
-      const float* src = b.data + (col0 + panel) * b.ld + row0;
-      int64_t p = 0;
+    const float* src = b.data + (col0 + panel) * b.ld + row0;
+    int64_t p = 0;
 #if FT_GEMM_AVX2
-      if (width == NR) {
-        for (; p + 8 <= depth; p += 8, out += 8 * NR) pack_b_rows8(src, b.ld, p, out);
-      }
+    if (width == NR) {
+      for (; p + 8 <= depth; p += 8, out += 8 * NR) pack_b_rows8(src, b.ld, p, out);
+    }
 #endif
-      for (; p < depth; ++p) {
-        for (int64_t j = 0; j < NR; ++j) out[j] = j < width ? src[j * b.ld + p] : 0.0f;
-        out += NR;
-      }
+    for (; p < depth; ++p) {
+      for (int64_t j = 0; j < NR; ++j) out[j] = j < width ? src[j * b.ld + p] : 0.0f;
+      out += NR;
     }
   }
 }
