@@ -119,12 +119,15 @@ def test_edge_tiles_of_every_height(simd_path, rng, m, order, trans_a, trans_b):
     _assert_close(out, *expected)
 
 
-# One column of C, or one to four rows of it: the matrix-vector loops (dot products of the
-# other operand's rows, or weighted sums of them), with k off the 8-lane vector and outputs past
-# one pass of the 2048-float buffer.
+# One column of C, one to four rows of it, or 2 to 8 columns: the matrix-vector loops (dot
+# products of the other operand's rows, or weighted sums of them), with k off the 8-lane vector,
+# row counts off the narrow dot products' row blocks (12 / n rows) and outputs past one pass of
+# the 2048-float buffer (2048 / n outputs for n columns).
 @pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=TRANSPOSE_IDS)
 @pytest.mark.parametrize("m, n, k", [(1, 300, 77), (300, 1, 77), (1, 4099, 33), (2500, 1, 129), (1, 1, 1003),
-                                     (1, 7, 5), (13, 1, 8), (2, 300, 77), (3, 1500, 19), (4, 64, 8)])
+                                     (1, 7, 5), (13, 1, 8), (2, 300, 77), (3, 1500, 19), (4, 64, 8),
+                                     (37, 2, 77), (1100, 3, 19), (530, 4, 130), (53, 5, 8), (29, 6, 9),
+                                     (61, 7, 33), (300, 8, 45), (8, 8, 1)])
 def test_matrix_vector_products(simd_path, rng, m, n, k, trans_a, trans_b):
     a, b = _operands(rng, m, n, k, trans_a, trans_b)
     out = rng.standard_normal((m, n)).astype(np.float32)
@@ -148,12 +151,12 @@ def test_matrix_vector_products(simd_path, rng, m, n, k, trans_a, trans_b):
     np.testing.assert_array_equal(results[0], results[1])
 
 
-@pytest.mark.parametrize("n", [1, 5], ids=["column", "blocked"])
-def test_negative_zero_results_keep_their_sign(simd_path, n):
+@pytest.mark.parametrize("m, n", [(3, 1), (9, 3), (3, 17)], ids=["column", "narrow", "blocked"])
+def test_negative_zero_results_keep_their_sign(simd_path, m, n):
     # alpha * (+0) = -0 for alpha < 0, as NumPy gives; no bias must not mean adding 0.
-    result = ops.matmul(np.ones((3, 2), np.float32), np.zeros((2, n), np.float32), alpha=-1.0)
+    result = ops.matmul(np.ones((m, 2), np.float32), np.zeros((2, n), np.float32), alpha=-1.0)
     assert np.signbit(result).all()
-    result = ops.matmul(np.ones((3, 2), np.float32), np.zeros((2, n), np.float32), alpha=-1.0,
+    result = ops.matmul(np.ones((m, 2), np.float32), np.zeros((2, n), np.float32), alpha=-1.0,
                         bias=np.zeros(n, np.float32))
     assert not np.signbit(result).any()
 

@@ -248,12 +248,13 @@ def _gemm_cases(rng: np.random.Generator, settings: Settings) -> List[_Case]:
                                 True, False))
         cases.append(_gemm_case(rng, f"NT dX = dZ W^T, {layer}", MLP_BATCH, fan_out, fan_in,
                                 False, True))
-    # Matrix-vector products: predicting one sample, and a one-output layer (Dense(1)) forward
-    # and its dW.
+    # Matrix-vector products: predicting one sample, a one-output layer (Dense(1)) forward and
+    # its dW, and the same for a two-class output layer (Dense(2)).
     fan_in, fan_out = MLP_LAYERS[0]
     cases.append(_gemm_case(rng, f"NN one sample, {fan_in}-{fan_out}", 1, fan_in, fan_out, False, False))
-    cases.append(_gemm_case(rng, "NN forward, 256-1", MLP_BATCH, 256, 1, False, False))
-    cases.append(_gemm_case(rng, "TN dW, 256-1", 256, MLP_BATCH, 1, True, False))
+    for outputs in (1, 2):
+        cases.append(_gemm_case(rng, f"NN forward, 256-{outputs}", MLP_BATCH, 256, outputs, False, False))
+        cases.append(_gemm_case(rng, f"TN dW, 256-{outputs}", 256, MLP_BATCH, outputs, True, False))
     return cases
 
 

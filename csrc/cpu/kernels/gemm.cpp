@@ -4,9 +4,9 @@
 // and L1, and a register-blocked micro-kernel multiplies one A panel by one B panel. Packing
 // also absorbs the transposes and pads the edges with zeros, so the micro-kernel only ever sees
 // whole MR x NR tiles. Threads take disjoint rectangles of C and run the whole scheme on
-// them with their own packing buffers: no synchronisation inside a call. A C of one column or
-// one row (and of up to four rows, 64 columns or more, where op(B) is not transposed) skips the
-// scheme: matrix-vector loops read the other operand in place.
+// them with their own packing buffers: no synchronisation inside a call. A C of one row (and
+// of up to four rows, 64 columns or more, where op(B) is not transposed) or of one to eight
+// columns skips the scheme: matrix-vector loops read the other operand in place.
 #include <omp.h>
 
 #include <cstdint>
@@ -513,36 +513,57 @@ constexpr int64_t kGemvChunk = 2048;
 // one row tile: 4x784 @ 784x512 in 62 us instead of 110 (5 or more rows gained little).
 constexpr int64_t kVectorRows = 4;
 constexpr int64_t kVectorRowsMinWidth = 64;
+// C of 2 to kNarrowColumns columns (and at least kNarrowMinRows rows) is made column by column.
+constexpr int64_t kNarrowColumns = 8;
+constexpr int64_t kNarrowMinRows = 8;
 
 #if FT_GEMM_AVX2
-// out[r] = dot(row r of x, v) for ROWS rows; the last partial vector through masked loads.
-template <int ROWS>
-inline void dot_rows(const float* x, int64_t ld, const float* v, int64_t k, float* out) {
-  __m256 acc[ROWS];
-  for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_setzero_ps();
+// out[j * stride + r] = dot(row r of x, v[j]) for ROWS rows and VECTORS vectors; the last partial
+// vector of each row through masked loads.
+template <int ROWS, int VECTORS>
+inline void dot_rows(const float* x, int64_t ld, const float* const* v, int64_t k, float* out, int64_t stride) {
+  __m256 acc[ROWS][VECTORS];
+  for (int r = 0; r < ROWS; ++r)
+    for (int j = 0; j < VECTORS; ++j) acc[r][j] = _mm256_setzero_ps();
   int64_t p = 0;
   for (; p + 8 <= k; p += 8) {
-    const __m256 v8 = _mm256_loadu_ps(v + p);
-    for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * ld + p), v8, acc[r]);
+    __m256 v8[VECTORS];
+    for (int j = 0; j < VECTORS; ++j) v8[j] = _mm256_loadu_ps(v[j] + p);
+    for (int r = 0; r < ROWS; ++r) {
+      const __m256 x8 = _mm256_loadu_ps(x + r * ld + p);
+      for (int j = 0; j < VECTORS; ++j) acc[r][j] = _mm256_fmadd_ps(x8, v8[j], acc[r][j]);
+    }
   }
   if (p < k) {
     const __m256i lanes = first_lanes(k - p);
-    const __m256 v8 = _mm256_maskload_ps(v + p, lanes);
-    for (int r = 0; r < ROWS; ++r) acc[r] = _mm256_fmadd_ps(_mm256_maskload_ps(x + r * ld + p, lanes), v8, acc[r]);
+    __m256 v8[VECTORS];
+    for (int j = 0; j < VECTORS; ++j) v8[j] = _mm256_maskload_ps(v[j] + p, lanes);
+    for (int r = 0; r < ROWS; ++r) {
+      const __m256 x8 = _mm256_maskload_ps(x + r * ld + p, lanes);
+      for (int j = 0; j < VECTORS; ++j) acc[r][j] = _mm256_fmadd_ps(x8, v8[j], acc[r][j]);
+    }
   }
-  for (int r = 0; r < ROWS; ++r) out[r] = horizontal_sum(acc[r]);
+  for (int r = 0; r < ROWS; ++r)
+    for (int j = 0; j < VECTORS; ++j) out[j * stride + r] = horizontal_sum(acc[r][j]);
 }
 #else
-template <int ROWS>
-inline void dot_rows(const float* x, int64_t ld, const float* v, int64_t k, float* out) {
-  for (int r = 0; r < ROWS; ++r) out[r] = math::row_dot(x + r * ld, v, k);
+template <int ROWS, int VECTORS>
+inline void dot_rows(const float* x, int64_t ld, const float* const* v, int64_t k, float* out, int64_t stride) {
+  for (int r = 0; r < ROWS; ++r)
+    for (int j = 0; j < VECTORS; ++j) out[j * stride + r] = math::row_dot(x + r * ld, v[j], k);
 }
 #endif
 
-void gemv_dots(const float* x, int64_t ld, const float* v, int64_t k, int64_t begin, int64_t end, float* out) {
+// out[j * width + i - begin] = dot(row i of x, v[j]) for rows [begin, end), width = end - begin:
+// ROWS rows at a time, so that ROWS x VECTORS chains of multiply-adds run side by side.
+template <int VECTORS>
+void gemv_dots(const float* x, int64_t ld, const float* const* v, int64_t k, int64_t begin, int64_t end,
+               float* out) {
+  constexpr int kRows = VECTORS == 1 ? kDotRows : 12 / VECTORS;
+  const int64_t width = end - begin;
   int64_t i = begin;
-  for (; i + kDotRows <= end; i += kDotRows) dot_rows<kDotRows>(x + i * ld, ld, v, k, out + (i - begin));
-  for (; i < end; ++i) dot_rows<1>(x + i * ld, ld, v, k, out + (i - begin));
+  for (; i + kRows <= end; i += kRows) dot_rows<kRows, VECTORS>(x + i * ld, ld, v, k, out + (i - begin), width);
+  for (; i < end; ++i) dot_rows<1, VECTORS>(x + i * ld, ld, v, k, out + (i - begin), width);
 }
 
 // The vectors that weight the rows of x: vector i's element p is data[i * row_step + p * step]
@@ -579,18 +600,24 @@ void gemv_sums(const float* x, int64_t ld, const Vectors& v, int64_t k, int64_t 
   }
 }
 
-// The rows x outputs block of C at c = activation(alpha * sums + beta * C + bias), the sums made
-// by `sums(begin, end, out)` for outputs [begin, end) of every row. bias_per_output: one bias
-// per output (C's rows); otherwise C is a single column laid out as a row, and bias[0] applies
-// to all.
+// Where gemv's rows of sums go in C.
+enum class GemvLayout {
+  kAlongRows,    // along C's rows: sum row i, output t is C[i][t]; one bias per output (column)
+  kOneColumn,    // C is one contiguous column, laid out as one row: bias[0] applies to all
+  kDownColumns,  // down C's columns: sum row i, output t is C[t][i]; one bias per column i
+};
+
+// The rows x outputs of C = activation(alpha * sums + beta * C + bias), laid out in C as
+// `layout` says, the sums made by `sums(begin, end, out)` for outputs [begin, end) of every row.
 template <class Sums>
-void gemv(int64_t rows, int64_t outputs, int64_t k, float* c, int64_t ldc, bool bias_per_output, const Epilogue& e,
+void gemv(int64_t rows, int64_t outputs, int64_t k, float* c, int64_t ldc, GemvLayout layout, const Epilogue& e,
           Sums&& sums) {
   // A column's one bias; none is added where there is none (adding 0 would turn -0 into +0).
-  const bool add_bias_all = !bias_per_output && e.bias;
+  const bool add_bias_all = layout == GemvLayout::kOneColumn && e.bias;
   const float bias_all = add_bias_all ? e.bias[0] : 0.0f;
   Epilogue rest = e;  // the bias and activation left for finish_tile
-  if (!bias_per_output) rest.bias = nullptr;
+  if (layout == GemvLayout::kOneColumn) rest.bias = nullptr;
+  const bool down = layout == GemvLayout::kDownColumns;
   const int64_t chunk = kGemvChunk / rows;
   // Threads as for the blocked product: about 2^19 flops each.
   const int64_t min_outputs = 262144 / (k * rows) > 16 ? 262144 / (k * rows) : 16;
@@ -599,17 +626,56 @@ void gemv(int64_t rows, int64_t outputs, int64_t k, float* c, int64_t ldc, bool 
     for (int64_t first = begin; first < end; first += chunk) {
       const int64_t last = end - first < chunk ? end : first + chunk, width = last - first;
       sums(first, last, buffer);
+      auto update = [&](float& out, float sum) {
+        const float scaled = e.beta != 0.0f ? e.alpha * sum + e.beta * out : e.alpha * sum;
+        out = add_bias_all ? scaled + bias_all : scaled;
+      };
       for (int64_t i = 0; i < rows; ++i) {
-        float* out = c + i * ldc + first;
         const float* sum = buffer + i * width;
-        for (int64_t t = 0; t < width; ++t) {
-          const float scaled = e.beta != 0.0f ? e.alpha * sum[t] + e.beta * out[t] : e.alpha * sum[t];
-          out[t] = add_bias_all ? scaled + bias_all : scaled;
+        if (down) {
+          for (int64_t t = 0; t < width; ++t) update(c[(first + t) * ldc + i], sum[t]);
+        } else {
+          float* out = c + i * ldc + first;
+          for (int64_t t = 0; t < width; ++t) update(out[t], sum[t]);
         }
       }
-      finish_tile(c + first, ldc, rows, width, first, rest);
+      if (down) {
+        finish_tile(c + first * ldc, ldc, width, rows, 0, rest);
+      } else {
+        finish_tile(c + first, ldc, rows, width, first, rest);
+      }
     }
   });
+}
+
+// C's columns as dot products of op(A)'s rows with op(B)'s columns, n of them at once. A column
+// of an untransposed B is strided: it is first copied into this thread's B packing buffer.
+// Returns false, having computed nothing, when that buffer cannot be allocated.
+bool narrow_dots(const float* a, int64_t lda, const float* b, int64_t ldb, bool trans_b, int64_t m, int64_t n,
+                 int64_t k, float* c, int64_t ldc, const Epilogue& e) {
+  const float* columns[kNarrowColumns];
+  if (trans_b) {
+    for (int64_t j = 0; j < n; ++j) columns[j] = b + j * ldb;
+  } else {
+    PackBuffers* buffers = k * n <= KC * NC ? pack_buffers() : nullptr;
+    if (!buffers) return false;
+    for (int64_t p = 0; p < k; ++p)
+      for (int64_t j = 0; j < n; ++j) buffers->b[j * k + p] = b[p * ldb + j];
+    for (int64_t j = 0; j < n; ++j) columns[j] = buffers->b + j * k;
+  }
+  gemv(n, m, k, c, ldc, GemvLayout::kDownColumns, e, [&](int64_t begin, int64_t end, float* out) {
+    switch (n) {
+      case 1: return gemv_dots<1>(a, lda, columns, k, begin, end, out);
+      case 2: return gemv_dots<2>(a, lda, columns, k, begin, end, out);
+      case 3: return gemv_dots<3>(a, lda, columns, k, begin, end, out);
+      case 4: return gemv_dots<4>(a, lda, columns, k, begin, end, out);
+      case 5: return gemv_dots<5>(a, lda, columns, k, begin, end, out);
+      case 6: return gemv_dots<6>(a, lda, columns, k, begin, end, out);
+      case 7: return gemv_dots<7>(a, lda, columns, k, begin, end, out);
+      default: return gemv_dots<8>(a, lda, columns, k, begin, end, out);
+    }
+  });
+  return true;
 }
 
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
@@ -649,29 +715,43 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 
   // One column of C, or up to kVectorRows rows of it: matrix-vector loops over the stored rows
   // of the other operand, read in place. (Through the C++ API the vector or C may be strided
-  // where the loops need them contiguous; those calls take the blocked path.)
+  // where these loops need them contiguous: a strided column goes to the narrow loops below,
+  // a strided row to the blocked path.)
   if (n == 1 && ldc == 1 && (trans_b || ldb == 1)) {
-    gemv(1, m, k, c, 1, false, e, [&](int64_t begin, int64_t end, float* out) {
+    gemv(1, m, k, c, 1, GemvLayout::kOneColumn, e, [&](int64_t begin, int64_t end, float* out) {
       if (trans_a) {
         gemv_sums(a, lda, Vectors{b, 0, 1, 1}, k, begin, end, out);
       } else {
-        gemv_dots(a, lda, b, k, begin, end, out);
+        gemv_dots<1>(a, lda, &b, k, begin, end, out);
       }
     });
     return;
   }
   if (m == 1 && trans_b && (!trans_a || lda == 1)) {
-    gemv(1, n, k, c, ldc, true, e, [&](int64_t begin, int64_t end, float* out) {
-      gemv_dots(b, ldb, a, k, begin, end, out);
+    gemv(1, n, k, c, ldc, GemvLayout::kAlongRows, e, [&](int64_t begin, int64_t end, float* out) {
+      gemv_dots<1>(b, ldb, &a, k, begin, end, out);
     });
     return;
   }
   if (!trans_b && (m == 1 || (m <= kVectorRows && n >= kVectorRowsMinWidth))) {
     const Vectors rows_of_a{a, trans_a ? 1 : lda, trans_a ? lda : 1, m};
-    gemv(m, n, k, c, ldc, true, e, [&](int64_t begin, int64_t end, float* out) {
+    gemv(m, n, k, c, ldc, GemvLayout::kAlongRows, e, [&](int64_t begin, int64_t end, float* out) {
       gemv_sums(b, ldb, rows_of_a, k, begin, end, out);
     });
     return;
+  }
+  // A narrow C (2 to kNarrowColumns columns) is computed column by column, the columns of op(B)
+  // being the vectors: dot products with the rows of op(A), or weighted sums of A's stored rows
+  // when op(A) is transposed. 16-column tiles would multiply mostly padding.
+  if (n <= kNarrowColumns && m >= kNarrowMinRows) {
+    if (trans_a) {
+      const Vectors columns_of_b{b, trans_b ? ldb : 1, trans_b ? 1 : ldb, n};
+      gemv(n, m, k, c, ldc, GemvLayout::kDownColumns, e, [&](int64_t begin, int64_t end, float* out) {
+        gemv_sums(a, lda, columns_of_b, k, begin, end, out);
+      });
+      return;
+    }
+    if (narrow_dots(a, lda, b, ldb, trans_b, m, n, k, c, ldc, e)) return;
   }
 
   // A thread is worth waking for about 2^19 flops (~6 us at one core's peak): below that, the
