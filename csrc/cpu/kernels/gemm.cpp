@@ -560,6 +560,7 @@ template <int VECTORS>
 void gemv_dots(const float* x, int64_t ld, const float* const* v, int64_t k, int64_t begin, int64_t end,
                float* out) {
   constexpr int kRows = VECTORS == 1 ? kDotRows : 12 / VECTORS;
+  static_assert(kRows >= 1, "at most 12 vectors: their rows x vectors chains live in 16 registers");
   const int64_t width = end - begin;
   int64_t i = begin;
   for (; i + kRows <= end; i += kRows) dot_rows<kRows, VECTORS>(x + i * ld, ld, v, k, out + (i - begin), width);
