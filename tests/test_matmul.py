@@ -151,6 +151,29 @@ def test_matrix_vector_products(simd_path, rng, m, n, k, trans_a, trans_b):
     np.testing.assert_array_equal(results[0], results[1])
 
 
+# Up to 12 rows of C, an untransposed B is read in place by the blocked kernel (its last, partial
+# panel packed): row counts of one and two tiles, whole and partial last panels, k across the
+# 320-deep k block, a B block small enough for L1 (packed whole), and two threads.
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=TRANSPOSE_IDS)
+@pytest.mark.parametrize("m, n, k", [(3, 50, 200), (5, 40, 1000), (7, 333, 400), (12, 64, 100), (11, 20, 9),
+                                     (13, 100, 77)])
+def test_few_rows(simd_path, rng, m, n, k, trans_a, trans_b):
+    a, b = _operands(rng, m, n, k, trans_a, trans_b)
+    out = rng.standard_normal((m, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    expected = _reference(a, b, trans_a, trans_b, alpha=0.3, beta=0.5, out=out, bias=bias, activation="relu")
+    threads = ft.get_num_threads()
+    try:
+        for count in (1, 2):
+            ft.set_num_threads(count)
+            result = out.copy()
+            ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b, alpha=0.3, beta=0.5, bias=bias, activation="relu",
+                       out=result)
+            _assert_close(result, *expected)
+    finally:
+        ft.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("m, n", [(3, 1), (9, 3), (3, 17)], ids=["column", "narrow", "blocked"])
 def test_negative_zero_results_keep_their_sign(simd_path, m, n):
     # alpha * (+0) = -0 for alpha < 0, as NumPy gives; no bias must not mean adding 0.

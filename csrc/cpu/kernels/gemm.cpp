@@ -3,10 +3,11 @@
 // packed into kc x NR column panels and op(A) into MR x kc row panels, sized to stay in L3/L2
 // and L1, and a register-blocked micro-kernel multiplies one A panel by one B panel. Packing
 // also absorbs the transposes and pads the edges with zeros, so the micro-kernel only ever sees
-// whole MR x NR tiles. Threads take disjoint rectangles of C and run the whole scheme on
-// them with their own packing buffers: no synchronisation inside a call. A C of one row (and
-// of up to four rows, 64 columns or more, where op(B) is not transposed) or of one to eight
-// columns skips the scheme: matrix-vector loops read the other operand in place.
+// whole MR x NR tiles (a C of at most two row tiles reads an untransposed B in place instead).
+// Threads take disjoint rectangles of C and run the whole scheme on them with their own packing
+// buffers: no synchronisation inside a call. A C of one row (and of up to four rows, 64 columns
+// or more, where op(B) is not transposed) or of one to eight columns skips the scheme:
+// matrix-vector loops read the other operand in place.
 #include <omp.h>
 
 #include <cstdint>
@@ -52,6 +53,12 @@ constexpr int64_t kInPlaceA = 40 * 1024;
 // go along C's rows (a short k or a narrow C): from Python, 256x10 @ 10x256 then runs in 25 us
 // instead of 29 (C is written line after line instead of down 16-column strips).
 constexpr int64_t kSmallBlockB = 4096;
+// Up to this many rows of C (two row tiles), an untransposed B is read in place: packing it
+// costs a pass over B that one or two tiles do not pay back. 6x784 @ 784x512 ran in 78 us
+// instead of 117, 8x784 @ 784x512 in 118 instead of 155, 12x256 @ 256x512 in 38 instead of 54;
+// with three tiles or more (16x784 @ 784x512, 20x256 @ 256x4096) reading B in place was up to
+// 17% slower than packing it.
+constexpr int64_t kInPlaceBRows = 2 * MR;
 // The micro-kernel prefetches its C tile from this depth on.
 constexpr int64_t kPrefetchDepth = 64;
 
@@ -237,6 +244,15 @@ void pack_b(const Operand& b, int64_t row0, int64_t depth, int64_t col0, int64_t
   }
 }
 
+// How the micro-kernel steps down a B panel, row p to p + 1: NR floats in a packed panel (a
+// constant, as the kernel was tuned with), ldb in a panel read in place.
+struct PackedB {
+  static constexpr int64_t step = NR;
+};
+struct InPlaceB {
+  int64_t step;
+};
+
 // C (rows x cols of the tile at c) = scale_c * C + alpha * tile; with scale_c == 0, C is not
 // read, so NaN left in C does not propagate (BLAS semantics for beta == 0).
 void update_edge(const float* tile, float* c, int64_t ldc, int64_t rows, int64_t cols, float alpha,
@@ -273,9 +289,9 @@ inline void update_row(float* row, __m256 acc0, __m256 acc1, __m256 alpha, __m25
 // tile keeps its own written-out kernel below: this template at ROWS = 6 compiles to the same
 // inner loop but ran 256x256 @ 256x10 25% slower, its row pointers taking a trip through the
 // stack on every tile.
-template <int ROWS>
-void micro_kernel_rows(int64_t depth, const PanelA& a, const float* b, float* c, int64_t ldc, int64_t cols,
-                       float alpha, float scale_c) {
+template <int ROWS, class BLayout>
+void micro_kernel_rows(int64_t depth, const PanelA& a, const float* b, BLayout b_layout, float* c, int64_t ldc,
+                       int64_t cols, float alpha, float scale_c) {
   const float* row[ROWS];
   for (int i = 0; i < ROWS; ++i) row[i] = a.row[i];
   const int64_t step = a.step;
@@ -288,14 +304,14 @@ void micro_kernel_rows(int64_t depth, const PanelA& a, const float* b, float* c,
   __m256 acc0[ROWS], acc1[ROWS];
   for (int i = 0; i < ROWS; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
   for (int64_t p = 0, offset = 0; p < depth; ++p, offset += step) {
-    const __m256 b0 = _mm256_load_ps(b);
-    const __m256 b1 = _mm256_load_ps(b + 8);
+    const __m256 b0 = _mm256_loadu_ps(b);
+    const __m256 b1 = _mm256_loadu_ps(b + 8);
     for (int i = 0; i < ROWS; ++i) {
       const __m256 ai = _mm256_broadcast_ss(row[i] + offset);
       acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
       acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
     }
-    b += NR;
+    b += b_layout.step;
   }
   if (cols == NR) {
     const __m256 alpha_v = _mm256_set1_ps(alpha), scale_v = _mm256_set1_ps(scale_c);
@@ -311,14 +327,15 @@ void micro_kernel_rows(int64_t depth, const PanelA& a, const float* b, float* c,
   update_edge(tile, c, ldc, ROWS, cols, alpha, scale_c);
 }
 
-void micro_kernel(int64_t depth, const PanelA& a, const float* b, float* c, int64_t ldc, int64_t rows,
-                  int64_t cols, float alpha, float scale_c) {
+template <class BLayout>
+void micro_kernel(int64_t depth, const PanelA& a, const float* b, BLayout b_layout, float* c, int64_t ldc,
+                  int64_t rows, int64_t cols, float alpha, float scale_c) {
   switch (rows) {
-    case 5: return micro_kernel_rows<5>(depth, a, b, c, ldc, cols, alpha, scale_c);
-    case 4: return micro_kernel_rows<4>(depth, a, b, c, ldc, cols, alpha, scale_c);
-    case 3: return micro_kernel_rows<3>(depth, a, b, c, ldc, cols, alpha, scale_c);
-    case 2: return micro_kernel_rows<2>(depth, a, b, c, ldc, cols, alpha, scale_c);
-    case 1: return micro_kernel_rows<1>(depth, a, b, c, ldc, cols, alpha, scale_c);
+    case 5: return micro_kernel_rows<5>(depth, a, b, b_layout, c, ldc, cols, alpha, scale_c);
+    case 4: return micro_kernel_rows<4>(depth, a, b, b_layout, c, ldc, cols, alpha, scale_c);
+    case 3: return micro_kernel_rows<3>(depth, a, b, b_layout, c, ldc, cols, alpha, scale_c);
+    case 2: return micro_kernel_rows<2>(depth, a, b, b_layout, c, ldc, cols, alpha, scale_c);
+    case 1: return micro_kernel_rows<1>(depth, a, b, b_layout, c, ldc, cols, alpha, scale_c);
   }
   const float *a0_row = a.row[0], *a1_row = a.row[1], *a2_row = a.row[2];
   const float *a3_row = a.row[3], *a4_row = a.row[4], *a5_row = a.row[5];
@@ -340,8 +357,8 @@ void micro_kernel(int64_t depth, const PanelA& a, const float* b, float* c, int6
   __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
   __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
   for (int64_t p = 0, offset = 0; p < depth; ++p, offset += step) {
-    __m256 b0 = _mm256_load_ps(b);
-    __m256 b1 = _mm256_load_ps(b + 8);
+    __m256 b0 = _mm256_loadu_ps(b);
+    __m256 b1 = _mm256_loadu_ps(b + 8);
     __m256 a0 = _mm256_broadcast_ss(a0_row + offset);
     c00 = _mm256_fmadd_ps(a0, b0, c00);
     c01 = _mm256_fmadd_ps(a0, b1, c01);
@@ -360,7 +377,7 @@ void micro_kernel(int64_t depth, const PanelA& a, const float* b, float* c, int6
     __m256 a5 = _mm256_broadcast_ss(a5_row + offset);
     c50 = _mm256_fmadd_ps(a5, b0, c50);
     c51 = _mm256_fmadd_ps(a5, b1, c51);
-    b += NR;
+    b += b_layout.step;
   }
   if (cols == NR) {
     const __m256 alpha_v = _mm256_set1_ps(alpha), scale_v = _mm256_set1_ps(scale_c);
@@ -389,15 +406,16 @@ void micro_kernel(int64_t depth, const PanelA& a, const float* b, float* c, int6
   update_edge(tile, c, ldc, MR, cols, alpha, scale_c);
 }
 #else
-void micro_kernel(int64_t depth, const PanelA& a, const float* b, float* c, int64_t ldc, int64_t rows,
-                  int64_t cols, float alpha, float scale_c) {
+template <class BLayout>
+void micro_kernel(int64_t depth, const PanelA& a, const float* b, BLayout b_layout, float* c, int64_t ldc,
+                  int64_t rows, int64_t cols, float alpha, float scale_c) {
   float acc[MR * NR] = {};
   for (int64_t p = 0, offset = 0; p < depth; ++p, offset += a.step) {
     for (int64_t i = 0; i < MR; ++i) {
       float a_value = a.row[i][offset];
       for (int64_t j = 0; j < NR; ++j) acc[i * NR + j] += a_value * b[j];
     }
-    b += NR;
+    b += b_layout.step;
   }
   update_edge(acc, c, ldc, rows, cols, alpha, scale_c);
 }
@@ -438,6 +456,10 @@ bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
   // A packed A block pays for itself when several B panels reuse it and A would not stay in
   // L2 by itself; for narrow C (n up to two panels) or a small A the micro-kernel reads A in place.
   const bool pack_a_blocks = n > 2 * NR && m * k > kInPlaceA;
+  // With few rows of C each B panel serves one or two row tiles: an untransposed B is then read
+  // in place, but for its last, partial panel, which is packed (padded) as before, and for a
+  // block small enough for L1.
+  const bool b_in_place = !b.trans && m <= kInPlaceBRows;
   for (int64_t jc = 0; jc < n; jc += NC) {
     int64_t nc = n - jc < NC ? n - jc : NC;
     for (int64_t pc = 0; pc < k; pc += KC) {
@@ -445,11 +467,14 @@ bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
       // The first k block scales C by beta (overwrites it when beta == 0); later ones add.
       float scale_c = pc == 0 ? e.beta : 1.0f;
       bool last = pc + kc == k;
-      pack_b(b, pc, kc, col0 + jc, nc, buffers.b);
+      // A B block small enough for L1 is packed whole (the tiles then go along C's rows).
+      const bool small_block = kc * nc <= kSmallBlockB;
+      const int64_t in_place = b_in_place && !small_block ? nc / NR * NR : 0;  // columns read in place
+      pack_b(b, pc, kc, col0 + jc + in_place, nc - in_place, buffers.b + in_place * kc);
       for (int64_t ic = 0; ic < m; ic += MC) {
         int64_t mc = m - ic < MC ? m - ic : MC;
         if (pack_a_blocks) pack_a(a, row0 + ic, mc, pc, kc, buffers.a);
-        if (kc * nc <= kSmallBlockB) {
+        if (small_block) {
           // The whole B block stays in L1: the tiles go along C's rows, each A panel set up once.
           for (int64_t ir = 0; ir < mc; ir += MR) {
             int64_t rows = mc - ir < MR ? mc - ir : MR;
@@ -457,7 +482,7 @@ bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
             for (int64_t jr = 0; jr < nc; jr += NR) {
               int64_t cols = nc - jr < NR ? nc - jr : NR;
               float* c_tile = c + (row0 + ic + ir) * ldc + col0 + jc + jr;
-              micro_kernel(kc, panel, buffers.b + jr * kc, c_tile, ldc, rows, cols, e.alpha, scale_c);
+              micro_kernel(kc, panel, buffers.b + jr * kc, PackedB{}, c_tile, ldc, rows, cols, e.alpha, scale_c);
               if (last) finish_tile(c_tile, ldc, rows, cols, col0 + jc + jr, e);
             }
           }
@@ -467,11 +492,17 @@ bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
         // out: a shared per-tile lambda or computed tile indices cost 3-8% at k = 10.)
         for (int64_t jr = 0; jr < nc; jr += NR) {
           int64_t cols = nc - jr < NR ? nc - jr : NR;
+          const bool read_in_place = jr < in_place;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             int64_t rows = mc - ir < MR ? mc - ir : MR;
             float* c_tile = c + (row0 + ic + ir) * ldc + col0 + jc + jr;
             PanelA panel = pack_a_blocks ? packed_panel(buffers.a + ir * kc) : direct_panel(a, row0 + ic + ir, rows, pc);
-            micro_kernel(kc, panel, buffers.b + jr * kc, c_tile, ldc, rows, cols, e.alpha, scale_c);
+            if (read_in_place) {
+              micro_kernel(kc, panel, b.data + pc * b.ld + col0 + jc + jr, InPlaceB{b.ld}, c_tile, ldc, rows, cols,
+                           e.alpha, scale_c);
+            } else {
+              micro_kernel(kc, panel, buffers.b + jr * kc, PackedB{}, c_tile, ldc, rows, cols, e.alpha, scale_c);
+            }
             if (last) finish_tile(c_tile, ldc, rows, cols, col0 + jc + jr, e);
           }
         }
