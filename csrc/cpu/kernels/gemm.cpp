@@ -544,7 +544,8 @@ constexpr int64_t kGemvChunk = 2048;
 // one row tile: 4x784 @ 784x512 in 62 us instead of 110 (5 or more rows gained little).
 constexpr int64_t kVectorRows = 4;
 constexpr int64_t kVectorRowsMinWidth = 64;
-// C of 2 to kNarrowColumns columns (and at least kNarrowMinRows rows) is made column by column.
+// A C of at most kNarrowColumns columns (and at least kNarrowMinRows rows) is made column by
+// column.
 constexpr int64_t kNarrowColumns = 8;
 constexpr int64_t kNarrowMinRows = 8;
 
@@ -772,9 +773,10 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     });
     return;
   }
-  // A narrow C (2 to kNarrowColumns columns) is computed column by column, the columns of op(B)
-  // being the vectors: dot products with the rows of op(A), or weighted sums of A's stored rows
-  // when op(A) is transposed. 16-column tiles would multiply mostly padding.
+  // A narrow C (up to kNarrowColumns columns; one column arrives here only when strided) is
+  // computed column by column, the columns of op(B) being the vectors: dot products with the
+  // rows of op(A), or weighted sums of A's stored rows when op(A) is transposed. 16-column tiles
+  // would multiply mostly padding.
   if (n <= kNarrowColumns && m >= kNarrowMinRows) {
     if (trans_a) {
       const Vectors columns_of_b{b, trans_b ? ldb : 1, trans_b ? 1 : ldb, n};
