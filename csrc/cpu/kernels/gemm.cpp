@@ -192,7 +192,7 @@ void pack_a(const Operand& a, int64_t row0, int64_t rows, int64_t col0, int64_t 
         for (int64_t p = 0; p < depth; ++p, src += a.ld, out += MR) {
           _mm_storeu_ps(out, _mm_loadu_ps(src));
           _mm_storel_pi(reinterpret_cast<__m64*>(out + 4),
-                        _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(src + 4))));
+                        _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + 4))));
         }
         continue;
       }
