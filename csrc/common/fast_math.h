@@ -1,7 +1,7 @@
 // exp, tanh, sigmoid, log1p and row reductions written with branch-free arithmetic only, so that
 // the CPU loops vectorize and the CUDA kernels compute the same values as the CPU (up to the
 // fused multiply-adds each compiler forms, and to the exponential: the AVX2 build takes
-// exp(-|x|) from cpu/vec8.h's table, relative error 1.6e-7). sigmoid, tanh and their
+// exp(-|x|) from cpu/vec8.h's table, relative error below 4e-7). sigmoid, tanh and their
 // derivatives are templates over the number type: float here and in CUDA, and cpu/vec8.h's
 // eight-lane vector, for which the leaves they call unqualified (select, abs_value,
 // exp_neg_abs) have their own overloads.
