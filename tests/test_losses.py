@@ -276,6 +276,51 @@ def test_softmax_cross_entropy_extreme_logits(simd_path, rng, classes):
     np.testing.assert_allclose(grad, expected_grad, rtol=RTOL, atol=ATOL)
 
 
+# In the AVX2 path, rows of 64 classes or more whose elements all lie within 64 of 0 and within
+# 86 of the row's max have the shift (near the max) folded into the exponential's rounding
+# constant (softmax_rows.h); other rows, and the portable path, subtract their max. Rows on both sides of each bound, their
+# elements spread over the whole range, must match float64: the softmax (and the gradient off
+# the label) to 1e-6 relative wherever it is a normal float, plus, where the max is subtracted,
+# the rounding of x - max to float (up to |x - max| 6e-8, relative). Softmax and softmax
+# cross-entropy share this exponential pass; both are checked.
+FOLD_BOUND_ROWS = [(-64, 22), (-22, 64), (-64, -1), (0, 64), (-40, 40),  # folded
+                   (-64.5, 21), (-21, 64.5), (-60, 26.5), (-55, 40), (-100, -14), (-10, 90)]  # not
+FOLDED_ROWS = 5
+
+
+def assert_close_where_normal(actual, expected, rtol):
+    normal = expected > 1e-37
+    error = np.abs(actual[normal] - expected[normal]) / expected[normal]
+    assert (error <= rtol[normal]).all(), f"relative error {error.max():.3g}"
+    assert (actual[~normal] < 2e-37).all() and (actual[expected < 1e-45] == 0).all()
+
+
+@pytest.mark.parametrize("classes, streamed", [(64, False), (203, False), (1000, False), (1000, True)])
+def test_softmax_exponential_on_both_sides_of_the_fold_bounds(simd_path, classes, streamed):
+    rng = np.random.default_rng(3)
+    rows = (8 << 20) // (4 * classes) + 1 if streamed else 4 * len(FOLD_BOUND_ROWS)
+    kind = np.arange(rows) % len(FOLD_BOUND_ROWS)
+    low, high = np.array(FOLD_BOUND_ROWS)[kind].T
+    spread = rng.permuted(np.tile(np.linspace(0, 1, classes), (rows, 1)), axis=1)
+    logits = (low[:, None] + (high - low)[:, None] * spread).astype(np.float32)
+    labels = rng.integers(0, classes, rows)
+    labels[::3] = np.argmin(logits[::3], axis=1)  # the largest terms: up to 100
+    subtracted = (kind >= FOLDED_ROWS)[:, None] | (simd_path == "portable")
+    rtol = 1e-6 + subtracted * 6e-8 * (logits.max(axis=1, keepdims=True) - logits)
+    loss, grad = ops.softmax_cross_entropy(logits, labels, reduction="sum")
+    expected_loss, expected_grad = sce_ref(logits.astype(np.float64), labels, "sum")
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
+    on_label = np.zeros(logits.shape, dtype=bool)
+    on_label[np.arange(rows), labels] = True
+    assert_close_where_normal(np.where(on_label, 1.0, grad), np.where(on_label, 1.0, expected_grad), rtol)
+    # On the label, softmax - 1 is rounded relative to 1.
+    np.testing.assert_allclose(grad[on_label], expected_grad[on_label], rtol=0, atol=1e-6)
+    if not streamed:
+        shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+        expected = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+        assert_close_where_normal(ops.softmax(logits), expected, rtol)
+
+
 @pytest.mark.parametrize("classes", [6, 66])
 def test_softmax_cross_entropy_nan_poisons_loss_and_row(simd_path, rng, classes):
     logits = rng.standard_normal((3, classes)).astype(np.float32)

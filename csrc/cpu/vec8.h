@@ -19,44 +19,48 @@ namespace fusedtrain::cpu::FT_ISA {
 
 #if FT_VEC8
 
-// exp(x) for eight x <= 0, with a relative error below 4e-7 (measured: 1.6e-7 over [-2, 0],
-// 2.1e-7 over [-20, 0], 3.9e-7 over [-87, 0]), 0 below -87 as math::exp, NaN kept. It is
-// cheaper than math::exp, which must serve every argument: x = (n + f) ln2 / 8 with
-// n = round(8 x / ln 2), so exp(x) = 2^(n >> 3) * 2^((n & 7) / 8) * exp(r), |r| <= ln 2 / 16.
-// The eighth powers of two come from an eight-entry table in a register, and exp(r) needs only
-// a cubic (fitted for least maximum relative error on that interval) instead of the degree-7
-// series.
+// exp(x - j ln2/8) for eight x, where j is a whole number and x - j ln2/8 lies in [-87, 1]:
+// x = (n + f) ln2 / 8 with n = round(8 x / ln 2), so exp(x - j ln2/8) = 2^((n - j) >> 3) *
+// 2^(((n - j) & 7) / 8) * exp(r), |r| <= ln 2 / 16. The eighth powers of two come from an
+// eight-entry table in a register, and exp(r) needs only a cubic (fitted for least maximum
+// relative error on that interval) instead of the degree-7 series, so that it is cheaper than
+// math::exp, which must serve every argument. The relative error is below 2e-7 + |x| 2.8e-9
+// (measured with j = 0: 1.6e-7 over [-2, 0], 2.1e-7 over [-20, 0], 3.9e-7 over [-87, 0]).
+//
+// j costs nothing: it is taken from the rounding constant, `magic` = kExpRoundMagic - j (exact
+// for |j| < 2^22). exp_nonpositive is the case j = 0 for x <= 0, with 0 below -87.
 //
 // It comes in two halves so that a loop can overlap vectors by hand (software pipelining):
 // reduce the next vector while it finishes this one. The chain from x to exp(x) is long, and
 // softmax's exponential pass ran about 10% faster this way than as a plain loop.
+constexpr float kExpRoundMagic = 12582912.0f;  // 1.5 * 2^23
+constexpr float kEighthsPerLn2 = 11.5415603271117f;  // 8 / ln 2
+
 struct ExpReduced {
-  __m256 r, scale, underflow;
+  __m256 r, scale;
 };
 
-inline ExpReduced exp_reduce(__m256 x) {
-  const __m256 underflow = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
-  // Adding 1.5 * 2^23 rounds 8 x / ln 2 to the integer n, left in the low mantissa bits.
-  const __m256 round_magic = _mm256_set1_ps(12582912.0f);
-  const __m256 shifted = _mm256_fmadd_ps(x, _mm256_set1_ps(11.5415603271117f), round_magic);
-  const __m256 n = _mm256_sub_ps(shifted, round_magic);
+inline ExpReduced exp_reduce(__m256 x, __m256 magic) {
+  // Adding magic rounds 8 x / ln 2 to the integer n, left (as n - j) in the low mantissa bits.
+  const __m256 shifted = _mm256_fmadd_ps(x, _mm256_set1_ps(kEighthsPerLn2), magic);
+  const __m256 n = _mm256_sub_ps(shifted, magic);
   // r = x - n ln2/8 in one fused step. float(ln 2 / 8) is within 2.8e-9 of it (relative), which
-  // moves r by at most |x| 2.8e-9: 2.4e-7 at x = -87, where the subtraction that made x has
-  // already rounded it by more (|x| 6e-8).
+  // moves r by at most |x| 2.8e-9: 2.4e-7 at x = -87, where the subtraction that made such an x
+  // has usually rounded it by more (|x| 6e-8).
   const __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.0866433975699931636f), x);
-  // The bits of 2^(n/8) are table[n & 7] + ((n >> 3) << 23). With k the bits of `shifted`,
-  // n = k - magic_bits, and permutevar reads only k's low three bits (= n & 7, magic_bits
-  // having none), so each entry holds the bits of 2^(j/8) less (magic_bits << 20) and
-  // (j << 20) (modulo 2^32): adding k << 20 then restores both.
+  // The bits of 2^(i/8) are table[i & 7] + ((i >> 3) << 23), for i = n - j. With k the bits of
+  // `shifted`, i = k - magic_bits, and permutevar reads only k's low three bits (= i & 7,
+  // magic_bits having none), so each entry holds the bits of 2^(e/8) less (magic_bits << 20) and
+  // (e << 20) (modulo 2^32): adding k << 20 then restores both.
   constexpr uint32_t kMagicBits = 0x4B400000u;
   constexpr uint32_t kEighths[8] = {0x3f800000u, 0x3f8b95c2u, 0x3f9837f0u, 0x3fa5fed7u,
                                     0x3fb504f3u, 0x3fc5672au, 0x3fd744fdu, 0x3feac0c7u};
-  auto entry = [&](uint32_t j) { return static_cast<int>(kEighths[j] - (kMagicBits << 20) - (j << 20)); };
+  auto entry = [&](uint32_t e) { return static_cast<int>(kEighths[e] - (kMagicBits << 20) - (e << 20)); };
   const __m256i table = _mm256_setr_epi32(entry(0), entry(1), entry(2), entry(3), entry(4), entry(5),
                                           entry(6), entry(7));
   const __m256i k = _mm256_castps_si256(shifted);
   const __m256i scale = _mm256_add_epi32(_mm256_permutevar8x32_epi32(table, k), _mm256_slli_epi32(k, 20));
-  return {r, _mm256_castsi256_ps(scale), underflow};
+  return {r, _mm256_castsi256_ps(scale)};
 }
 
 inline __m256 exp_finish(const ExpReduced& reduced) {
@@ -65,21 +69,41 @@ inline __m256 exp_finish(const ExpReduced& reduced) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.500064784204368f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0000000487114307f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  return _mm256_andnot_ps(reduced.underflow, _mm256_mul_ps(p, reduced.scale));
+  return _mm256_mul_ps(p, reduced.scale);
 }
 
-inline __m256 exp_nonpositive(__m256 x) { return exp_finish(exp_reduce(x)); }
+// v, as a value the compiler may not fuse into the multiply that made it: an addition of v
+// then stays an addition (not a multiply-add) whether v is also stored or not, so that a sum
+// rounds the same either way.
+inline __m256 unfused(__m256 v) {
+  __asm__("" : "+x"(v));
+  return v;
+}
+
+// The lanes where x < -87, whose exponential must read 0 (exp_reduce's table trick leaves the
+// normal range there).
+inline __m256 exp_underflows(__m256 x) { return _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ); }
+
+inline __m256 exp_nonpositive(__m256 x) {
+  return _mm256_andnot_ps(exp_underflows(x), exp_finish(exp_reduce(x, _mm256_set1_ps(kExpRoundMagic))));
+}
 
 // Lanes [0, count) set, for the last, partial vector of a row (0 < count < 8).
 inline __m256i first_lanes(int64_t count) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-// The largest and the sum of a vector's eight lanes.
+// The largest, the smallest and the sum of a vector's eight lanes.
 inline float horizontal_max(__m256 v) {
   __m128 half = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   half = _mm_max_ps(half, _mm_movehl_ps(half, half));
   return _mm_cvtss_f32(_mm_max_ss(half, _mm_movehdup_ps(half)));
+}
+
+inline float horizontal_min(__m256 v) {
+  __m128 half = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  half = _mm_min_ps(half, _mm_movehl_ps(half, half));
+  return _mm_cvtss_f32(_mm_min_ss(half, _mm_movehdup_ps(half)));
 }
 
 inline float horizontal_sum(__m256 v) {

@@ -50,7 +50,7 @@ int64_t rows_per_chunk(int64_t cols) {
 void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols) {
   if (cols == 0) return;
   parallel_for(rows, rows_per_chunk(cols), [&](int64_t begin, int64_t end) {
-    softmax_exp_rows(x, y, begin, end, cols, [](int64_t, float) {}, [&](int64_t r, float exp_sum) {
+    softmax_exp_rows(x, y, begin, end, cols, [](int64_t, double) {}, [&](int64_t r, float exp_sum) {
       float* y_row = y + r * cols;
       const float inv_sum = 1.0f / exp_sum;
       for (int64_t j = 0; j < cols; ++j) y_row[j] *= inv_sum;
@@ -64,7 +64,7 @@ void softmax_backward(const float* grad_output, const float* x, float* grad_inpu
   parallel_for(rows, rows_per_chunk(cols), [&](int64_t begin, int64_t end) {
     // grad_input holds the softmax s first, then s * (g - <g, s>) row by row; it may alias x
     // (whose row is read before it is written) but not grad_output.
-    softmax_exp_rows(x, grad_input, begin, end, cols, [](int64_t, float) {}, [&](int64_t r, float exp_sum) {
+    softmax_exp_rows(x, grad_input, begin, end, cols, [](int64_t, double) {}, [&](int64_t r, float exp_sum) {
       const float* g = grad_output + r * cols;
       float* out = grad_input + r * cols;
       const float inv_sum = 1.0f / exp_sum;

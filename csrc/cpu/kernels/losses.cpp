@@ -80,13 +80,13 @@ double softmax_cross_entropy_streamed(const float* logits, const Label* labels, 
     const float* x_row = logits + r * classes;
     float* g = grad + r * classes;
     const int64_t label = labels[r];
-    const float m = softmax_row_max(x_row, classes);
-    sum += static_cast<double>(m) - x_row[label];
+    const ExpShift shift = softmax_row_shift(x_row, classes);
+    sum += shift.value - x_row[label];
     // g + head is the row's first 64-byte boundary, and e + head one too.
     const int64_t head = static_cast<int64_t>((64 - (reinterpret_cast<uintptr_t>(g) & 63)) & 63) / 4;
     float* e = scratch + ((16 - head) & 15);
     const float* next = r + 1 < end ? x_row + classes : nullptr;
-    const float exp_sum = exp_shifted_sum(x_row, m, e, classes, [&](int64_t j) {
+    const float exp_sum = exp_shifted_sum(x_row, shift, e, classes, [&](int64_t j) {
       if (next) __builtin_prefetch(next + j);
     });
     sum += static_cast<double>(logf(exp_sum));
@@ -107,8 +107,8 @@ double softmax_cross_entropy_streamed(const float* logits, const Label* labels, 
 #endif
 
 // Rows [begin, end) of softmax cross-entropy: loss = logsumexp(z) - z[label]
-// = log(sum exp(z - max)) + max - z[label]. With kWithGrad the gradient rows receive
-// exp(z - max) (softmax_rows.h), then each is scaled to softmax - onehot; without, the same
+// = log(sum exp(z - s)) + s - z[label], for s the row's shift (its max, or near it: ExpShift).
+// With kWithGrad the gradient rows receive exp(z - s) (softmax_rows.h), then each is scaled to softmax - onehot; without, the same
 // sums are made and nothing is stored, so the loss is the same either way.
 template <bool kWithGrad, class Label>
 double softmax_cross_entropy_rows(const float* logits, const Label* labels, float* grad, int64_t begin,
@@ -121,8 +121,8 @@ double softmax_cross_entropy_rows(const float* logits, const Label* labels, floa
 #endif
   double sum = 0.0;
   // z[label] is read before the row of grad (which may be z itself) is written.
-  auto start = [&](int64_t r, float max_value) {
-    sum += static_cast<double>(max_value) - logits[r * classes + labels[r]];
+  auto start = [&](int64_t r, double shift) {
+    sum += shift - logits[r * classes + labels[r]];
   };
   softmax_exp_rows(logits, kWithGrad ? grad : nullptr, begin, end, classes, start, [&](int64_t r, float exp_sum) {
     sum += static_cast<double>(logf(exp_sum));
