@@ -63,12 +63,13 @@ def _assert_close(actual, expected, tolerance):
 
 TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
 TRANSPOSE_IDS = ["NN", "NT", "TN", "TT"]
-# (m, n, k). The last two have op(A) large enough to be packed (m * k above 40K elements; the
-# smaller ones are read in place), with k crossing the 8-column packing step and, in the last,
-# the 320-deep k block. m runs through every remainder modulo the kernel's 6-row tile (edge tiles
-# of 1 to 5 rows have their own kernels).
+# (m, n, k). Three have op(A) large enough to be packed (m * k above 40K elements; smaller ones
+# are read in place), with k crossing the 8-column packing step and the 320-deep k block:
+# (301, 67, 203) and (199, 45, 331) pack it only when transposed (up to 256 columns an
+# untransposed A is read in place), (97, 263, 450) either way. m runs through every remainder
+# modulo the kernel's 6-row tile (edge tiles of 1 to 5 rows have their own kernels).
 SHAPES = [(1, 1, 1), (3, 5, 17), (17, 3, 5), (33, 127, 129), (129, 33, 3), (127, 257, 33), (257, 129, 127),
-          (5, 1, 257), (301, 67, 203), (199, 45, 331), (40, 50, 23), (44, 33, 12), (48, 16, 8)]
+          (5, 1, 257), (301, 67, 203), (199, 45, 331), (97, 263, 450), (40, 50, 23), (44, 33, 12), (48, 16, 8)]
 
 
 @pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=TRANSPOSE_IDS)
@@ -94,8 +95,9 @@ def test_alpha_beta_and_bias(simd_path, rng, m, trans_a, trans_b):
 
 # (n, k) for each way the kernel takes its tiles: a packed B block small enough for L1 (tiles go
 # along C's rows), a larger one (tiles go down each B panel's column), and op(A) large enough
-# to be packed, with k crossing the 320-deep k block.
-TILE_ORDERS = {"along rows": (50, 23), "down columns": (100, 130), "packed A": (40, 1150)}
+# to be packed, with k crossing the 320-deep k block: at 40 columns only when transposed, at
+# 260 either way.
+TILE_ORDERS = {"along rows": (50, 23), "down columns": (100, 130), "large A": (40, 1150), "packed A": (260, 1150)}
 
 
 @pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=TRANSPOSE_IDS)

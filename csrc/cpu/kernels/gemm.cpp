@@ -49,6 +49,14 @@ constexpr int64_t NC = NR * 192;
 // Up to this many elements (160 KiB), op(A) stays in L2 while the micro-kernel reads it in place
 // across all the B panels, and packing it would only add its cost.
 constexpr int64_t kInPlaceA = 40 * 1024;
+// Past this many B panels (n > 16 x 16 columns) a larger A is packed: an untransposed A read in
+// place streams six rows along k, which up to there costs less than the packing pass. At 256
+// columns, 256x512 @ 512x256 took 745 us instead of 763 on one thread; on two, where each
+// thread packed all of A for its 128 columns, 397 us instead of 430 (256^3: 196 instead of
+// 211). A transposed A read in place walks down its columns: it is packed past two panels
+// (512x256 @ 256x256 with A transposed took 1130 us in place against 791 packed).
+constexpr int64_t kPackAPanels = 16;
+constexpr int64_t kPackTransposedAPanels = 2;
 // Up to this many elements (16 KiB, half of L1) the packed B block stays in L1 while the tiles
 // go along C's rows (a short k or a narrow C): from Python, 256x10 @ 10x256 then runs in 25 us
 // instead of 29 (C is written line after line instead of down 16-column strips).
@@ -453,9 +461,9 @@ bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
   PackBuffers* allocated = pack_buffers();
   if (!allocated) return false;
   PackBuffers& buffers = *allocated;
-  // A packed A block pays for itself when several B panels reuse it and A would not stay in
-  // L2 by itself; for narrow C (n up to two panels) or a small A the micro-kernel reads A in place.
-  const bool pack_a_blocks = n > 2 * NR && m * k > kInPlaceA;
+  // A packed A block pays for itself when many B panels reuse it and A would not stay in L2 by
+  // itself; otherwise the micro-kernel reads A in place.
+  const bool pack_a_blocks = n > (a.trans ? kPackTransposedAPanels : kPackAPanels) * NR && m * k > kInPlaceA;
   // With few rows of C each B panel serves one or two row tiles: an untransposed B is then read
   // in place, but for its last, partial panel, which is packed (padded) as before, and for a
   // block small enough for L1.
