@@ -212,18 +212,25 @@ void pack_a(const Operand& a, int64_t row0, int64_t rows, int64_t col0, int64_t 
   }
 }
 
+// An untransposed B is packed this many rows at a time (see pack_b).
+constexpr int64_t kPackBRows = 8;
+
 // Packs rows [row0, row0 + depth) x cols [col0, col0 + cols) of op(B) into NR-column panels:
 // panel p holds, for each row, NR consecutive columns (zero past the last column).
 void pack_b(const Operand& b, int64_t row0, int64_t depth, int64_t col0, int64_t cols, float* out) {
   if (!b.trans) {
-    // Row by row across all the whole panels, so that B is read along its rows (down each
-    // panel, one 64-byte piece per row, packing 784x512 took 40% longer).
+    // Eight rows at a time across all the whole panels: each panel then receives 8 x NR
+    // consecutive floats (512 bytes) from eight rows of B read along their length. Copying
+    // 784x512 so took 54 us against 106 a row at a time across the panels (64-byte writes
+    // scattered over all of them) and 64 down each panel in turn; in the product, packing it
+    // went from 88 to 70 us, and 16x784 @ 784x512 from 232 to 208 us.
     const int64_t whole = cols / NR * NR;
-    for (int64_t p = 0; p < depth; ++p) {
-      const float* src = b.data + (row0 + p) * b.ld + col0;
-      float* dst = out + p * NR;
+    for (int64_t p0 = 0; p0 < depth; p0 += kPackBRows) {
+      const int64_t rows = depth - p0 < kPackBRows ? depth - p0 : kPackBRows;
+      const float* src = b.data + (row0 + p0) * b.ld + col0;
+      float* dst = out + p0 * NR;
       for (int64_t panel = 0; panel < whole; panel += NR, dst += depth * NR) {
-        std::memcpy(dst, src + panel, NR * sizeof(float));
+        for (int64_t q = 0; q < rows; ++q) std::memcpy(dst + q * NR, src + q * b.ld + panel, NR * sizeof(float));
       }
     }
     if (whole < cols) {
