@@ -176,57 +176,69 @@ inline void pack_b_rows8(const float* src, int64_t ld, int64_t p, float* out) {
 }
 #endif
 
+// Operands stored along the panels (a transposed A, an untransposed B) are packed this many
+// stored rows at a time across all the panels: each panel then receives a run of this many of
+// its rows, from rows of the operand read along their length. A row at a time across the panels
+// scatters small writes over all of them; panel after panel down the rows fetches each line of
+// the operand again for every panel it serves.
+constexpr int64_t kPackRows = 8;
+
 void pack_a(const Operand& a, int64_t row0, int64_t rows, int64_t col0, int64_t depth, float* out) {
+  if (a.trans) {
+    // Panel column p is MR consecutive floats of A's stored row p (kPackRows of them at a time).
+    // Packing the transposed A of a 1024^3 product took 760 us this way, 1410 panel by panel.
+    for (int64_t p0 = 0; p0 < depth; p0 += kPackRows) {
+      const int64_t count = depth - p0 < kPackRows ? depth - p0 : kPackRows;
+      for (int64_t panel = 0; panel < rows; panel += MR) {
+        const int64_t height = rows - panel < MR ? rows - panel : MR;
+        const float* src = a.data + (col0 + p0) * a.ld + row0 + panel;
+        float* dst = out + panel * depth + p0 * MR;
+#if FT_GEMM_AVX2
+        if (height == MR) {
+          // Copied as 4 + 2 floats.
+          for (int64_t q = 0; q < count; ++q, src += a.ld, dst += MR) {
+            _mm_storeu_ps(dst, _mm_loadu_ps(src));
+            _mm_storel_pi(reinterpret_cast<__m64*>(dst + 4),
+                          _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + 4))));
+          }
+          continue;
+        }
+#endif
+        for (int64_t q = 0; q < count; ++q, src += a.ld, dst += MR) {
+          for (int64_t i = 0; i < MR; ++i) dst[i] = i < height ? src[i] : 0.0f;
+        }
+      }
+    }
+    return;
+  }
   for (int64_t panel = 0; panel < rows; panel += MR) {
     int64_t height = rows - panel < MR ? rows - panel : MR;
-    if (!a.trans) {
-      const float* src[MR];
-      for (int64_t i = 0; i < MR; ++i) src[i] = a.data + (row0 + panel + (i < height ? i : 0)) * a.ld + col0;
-      int64_t p = 0;
+    const float* src[MR];
+    for (int64_t i = 0; i < MR; ++i) src[i] = a.data + (row0 + panel + (i < height ? i : 0)) * a.ld + col0;
+    int64_t p = 0;
 #if FT_GEMM_AVX2
-      if (height == MR) {
-        for (; p + 8 <= depth; p += 8, out += 8 * MR) pack_a_columns8(src, p, out);
-      }
+    if (height == MR) {
+      for (; p + 8 <= depth; p += 8, out += 8 * MR) pack_a_columns8(src, p, out);
+    }
 #endif
-      for (; p < depth; ++p) {
-        for (int64_t i = 0; i < MR; ++i) out[i] = i < height ? src[i][p] : 0.0f;
-        out += MR;
-      }
-    } else {
-      const float* src = a.data + col0 * a.ld + row0 + panel;
-#if FT_GEMM_AVX2
-      if (height == MR) {
-        // The panel's column p is MR consecutive floats of A's row p: copied as 4 + 2.
-        for (int64_t p = 0; p < depth; ++p, src += a.ld, out += MR) {
-          _mm_storeu_ps(out, _mm_loadu_ps(src));
-          _mm_storel_pi(reinterpret_cast<__m64*>(out + 4),
-                        _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + 4))));
-        }
-        continue;
-      }
-#endif
-      for (int64_t p = 0; p < depth; ++p, src += a.ld, out += MR) {
-        for (int64_t i = 0; i < MR; ++i) out[i] = i < height ? src[i] : 0.0f;
-      }
+    for (; p < depth; ++p) {
+      for (int64_t i = 0; i < MR; ++i) out[i] = i < height ? src[i][p] : 0.0f;
+      out += MR;
     }
   }
 }
-
-// An untransposed B is packed this many rows at a time (see pack_b).
-constexpr int64_t kPackBRows = 8;
 
 // Packs rows [row0, row0 + depth) x cols [col0, col0 + cols) of op(B) into NR-column panels:
 // panel p holds, for each row, NR consecutive columns (zero past the last column).
 void pack_b(const Operand& b, int64_t row0, int64_t depth, int64_t col0, int64_t cols, float* out) {
   if (!b.trans) {
-    // Eight rows at a time across all the whole panels: each panel then receives 8 x NR
-    // consecutive floats (512 bytes) from eight rows of B read along their length. Copying
-    // 784x512 so took 54 us against 106 a row at a time across the panels (64-byte writes
-    // scattered over all of them) and 64 down each panel in turn; in the product, packing it
-    // went from 88 to 70 us, and 16x784 @ 784x512 from 232 to 208 us.
+    // kPackRows rows at a time across all the whole panels (runs of 512 bytes per panel).
+    // Copying 784x512 so took 54 us against 106 a row at a time across the panels (64-byte
+    // writes scattered over all of them) and 64 down each panel in turn; in the product,
+    // packing it went from 88 to 70 us, and 16x784 @ 784x512 from 232 to 208 us.
     const int64_t whole = cols / NR * NR;
-    for (int64_t p0 = 0; p0 < depth; p0 += kPackBRows) {
-      const int64_t rows = depth - p0 < kPackBRows ? depth - p0 : kPackBRows;
+    for (int64_t p0 = 0; p0 < depth; p0 += kPackRows) {
+      const int64_t rows = depth - p0 < kPackRows ? depth - p0 : kPackRows;
       const float* src = b.data + (row0 + p0) * b.ld + col0;
       float* dst = out + p0 * NR;
       for (int64_t panel = 0; panel < whole; panel += NR, dst += depth * NR) {
