@@ -78,7 +78,7 @@ inline ExpShift softmax_row_shift(const float* x, int64_t n) {
   if (!(m <= kFoldedArgument && bounds.min >= -kFoldedArgument && m - bounds.min <= kFoldedSpread))
     return {static_cast<double>(m), false, 0.0f};
   const float j = nearbyintf(m * kEighthsPerLn2);
-  return {static_cast<double>(j) * 0.086643397569993164, true, kExpRoundMagic - j};
+  return {static_cast<double>(j) * kLn2Eighth, true, kExpRoundMagic - j};
 }
 
 // y = exp(x - shift.value) over a row of n elements (y may be x, or null for the sum alone);
@@ -217,8 +217,9 @@ inline void exp_block(float* y, int64_t n, const float* next, float* next_y, int
 
 // Rows [begin, end) of x (rows x cols, cols >= 1) into y (which may be x): start(r, shift) with
 // row r's shift (its max, or near it: ExpShift), before y's row is written; y's row =
-// exp(x's row - shift); done(r, sum) with the sum of that row's exponentials, to finish it. With y null only the sums are made (the same
-// ones): long rows store nothing, blocks of short rows go through a buffer on the stack.
+// exp(x's row - shift); done(r, sum) with the sum of that row's exponentials, to finish it.
+// With y null only the sums are made (the same ones): long rows store nothing, blocks of short
+// rows go through a buffer on the stack.
 template <class Start, class Done>
 inline void softmax_exp_rows(const float* x, float* y, int64_t begin, int64_t end, int64_t cols, Start&& start,
                              Done&& done) {

@@ -35,6 +35,7 @@ namespace fusedtrain::cpu::FT_ISA {
 // softmax's exponential pass ran about 10% faster this way than as a plain loop.
 constexpr float kExpRoundMagic = 12582912.0f;  // 1.5 * 2^23
 constexpr float kEighthsPerLn2 = 11.5415603271117f;  // 8 / ln 2
+constexpr double kLn2Eighth = 0.0866433975699931636;  // ln 2 / 8
 
 struct ExpReduced {
   __m256 r, scale;
@@ -47,7 +48,7 @@ inline ExpReduced exp_reduce(__m256 x, __m256 magic) {
   // r = x - n ln2/8 in one fused step. float(ln 2 / 8) is within 2.8e-9 of it (relative), which
   // moves r by at most |x| 2.8e-9: 2.4e-7 at x = -87, where the subtraction that made such an x
   // has usually rounded it by more (|x| 6e-8).
-  const __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.0866433975699931636f), x);
+  const __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(static_cast<float>(kLn2Eighth)), x);
   // The bits of 2^(i/8) are table[i & 7] + ((i >> 3) << 23), for i = n - j. With k the bits of
   // `shifted`, i = k - magic_bits, and permutevar reads only k's low three bits (= i & 7,
   // magic_bits having none), so each entry holds the bits of 2^(e/8) less (magic_bits << 20) and

@@ -108,8 +108,9 @@ double softmax_cross_entropy_streamed(const float* logits, const Label* labels, 
 
 // Rows [begin, end) of softmax cross-entropy: loss = logsumexp(z) - z[label]
 // = log(sum exp(z - s)) + s - z[label], for s the row's shift (its max, or near it: ExpShift).
-// With kWithGrad the gradient rows receive exp(z - s) (softmax_rows.h), then each is scaled to softmax - onehot; without, the same
-// sums are made and nothing is stored, so the loss is the same either way.
+// With kWithGrad the gradient rows receive exp(z - s) (softmax_rows.h), then each is scaled to
+// softmax - onehot; without, the same sums are made and nothing is stored, so the loss is the
+// same either way.
 template <bool kWithGrad, class Label>
 double softmax_cross_entropy_rows(const float* logits, const Label* labels, float* grad, int64_t begin,
                                   int64_t end, int64_t classes, float scale, bool stream) {
