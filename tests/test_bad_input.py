@@ -436,6 +436,43 @@ def test_non_contiguous(name, argument, layout):
         call(name, arguments)
 
 
+def unaligned(value):
+    """A C-contiguous copy of ``value`` (of items over one byte) one byte past the start of a
+    buffer: not aligned to its items (NumPy makes such views, e.g. np.frombuffer(data, offset=1))."""
+    buffer = np.zeros(value.nbytes + value.itemsize, np.uint8)
+    view = np.frombuffer(buffer, value.dtype, count=value.size, offset=1).reshape(value.shape)
+    view.flags.writeable = True
+    view[...] = value
+    assert view.flags.c_contiguous and not view.flags.aligned
+    return view
+
+
+@pytest.mark.parametrize("name, argument", cases(lambda name, op: [
+    (argument,) for argument, value in op.make(np.random.default_rng(0)).items()
+    if isinstance(value, np.ndarray) and value.itemsize > 1]))
+def test_unaligned(name, argument):
+    arguments = OPS[name].make(np.random.default_rng(1))
+    arguments[argument] = unaligned(arguments[argument])
+    with pytest.raises(ValueError, match=rf"^{argument}: expected an array aligned to its \d-byte items"):
+        call(name, arguments)
+
+
+def test_compiled_calls_refuse_unaligned_arrays():
+    """The extension's own checks, for a direct call past ops: a streaming store to an unaligned
+    gradient would fault, so the refusal must not depend on the Python layer."""
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((2048, 1024)).astype(np.float32)
+    labels = rng.integers(0, 1024, 2048)
+    with pytest.raises(ValueError, match="^out: expected an array aligned to its 4-byte items"):
+        _C.softmax_cross_entropy_loss(logits, labels, unaligned(np.zeros_like(logits)), 0)
+    with pytest.raises(ValueError, match="^labels: expected an array aligned to its 8-byte items"):
+        _C.softmax_cross_entropy_loss(logits, unaligned(labels), np.zeros_like(logits), 0)
+    with pytest.raises(ValueError, match="^pred: expected an array aligned to its 4-byte items"):
+        _C.mse_loss(unaligned(logits), logits, np.zeros_like(logits), 0)
+    assert _C.gemm(unaligned(logits[:4]), logits[:, :4], None, None, False, False, 1.0, 0.0, None, 0.01,
+                   ops.activations.ACTIVATIONS) is None
+
+
 def read_only(value):
     value = np.array(value)
     value.flags.writeable = False

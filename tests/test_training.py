@@ -278,6 +278,36 @@ def test_same_seeds_give_bit_identical_weights_and_history():
     assert history_a == history_b
 
 
+def unaligned_copy(value):
+    """``value``'s values in a C-contiguous view one byte into a buffer, not aligned to its items."""
+    buffer = np.zeros(value.nbytes + 1, np.uint8)
+    view = np.frombuffer(buffer, value.dtype, count=value.size, offset=1).reshape(value.shape)
+    view.flags.writeable = True
+    view[...] = value
+    assert not view.flags.aligned
+    return view
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_unaligned_float32_data_trains_as_aligned_data(rng, shuffle):
+    """The data entry points copy an unaligned float32 array once (the ops refuse one)."""
+    x = rng.standard_normal((30, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5], np.float32)).astype(np.float32)
+
+    def run(x_data, y_data):
+        model = ft.Sequential([layers.Dense(4, activation="tanh"), layers.Dense(1)], seed=2)
+        model.compile(optimizer="adam", loss="mse")
+        history = model.fit(x_data, y_data, epochs=2, batch_size=7, shuffle=shuffle, validation_data=(x_data, y_data),
+                            verbose=0, seed=1)
+        return history.history, model.predict(x_data), model.evaluate(x_data, y_data)
+
+    expected = run(x, y)
+    got = run(unaligned_copy(x), unaligned_copy(y))
+    assert got[0] == expected[0]
+    np.testing.assert_array_equal(got[1], expected[1])
+    assert got[2] == expected[2]
+
+
 def test_other_seeds_give_other_results():
     weights, history = train_once(5, 6)
     other_model_weights, _ = train_once(7, 6)

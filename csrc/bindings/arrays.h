@@ -1,6 +1,7 @@
 // Array checks for the bindings. fusedtrain.ops validates every argument with messages that
 // name it; these checks are the last line that keeps a direct call into fusedtrain._C from
-// reading or writing out of bounds: the right dtype, C-contiguous, the expected size, writeable.
+// crashing or reading and writing out of bounds: the right dtype, C-contiguous, aligned to the
+// item size, the expected size, writeable.
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -30,6 +31,10 @@ inline void check_array(const py::array& array, const char* name, int64_t size) 
   }
   if (!(array.flags() & py::array::c_style)) {
     throw py::value_error(std::string(name) + ": expected a C-contiguous array");
+  }
+  if (reinterpret_cast<uintptr_t>(array.data()) % alignof(T) != 0) {
+    throw py::value_error(std::string(name) + ": expected an array aligned to its " + std::to_string(sizeof(T)) +
+                          "-byte items");
   }
   if (size >= 0 && array.size() != size) {
     throw py::value_error(std::string(name) + ": expected " + std::to_string(size) + " elements, got " +

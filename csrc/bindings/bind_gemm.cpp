@@ -20,13 +20,15 @@ namespace {
 constexpr int kFloat32 = 11;  // NPY_FLOAT
 using NumpyArray = py::detail::PyArray_Proxy;
 
-// A NumPy float32 array in native byte order, C-contiguous, of `ndim` dimensions, or null.
+// A NumPy float32 array in native byte order, C-contiguous and aligned, of `ndim` dimensions,
+// or null.
 NumpyArray* float_array(py::handle value, int ndim) {
   if (!py::array::check_(value)) return nullptr;
   NumpyArray* fields = py::detail::array_proxy(value.ptr());
   auto* descr = py::detail::array_descriptor_proxy(fields->descr);
   if (descr->type_num != kFloat32 || descr->byteorder != '=' || fields->nd != ndim) return nullptr;
-  if (!(fields->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_)) return nullptr;
+  constexpr int kLayout = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+  if ((fields->flags & kLayout) != kLayout) return nullptr;
   return fields;
 }
 

@@ -173,7 +173,7 @@ def _features_array(values: np.ndarray, name: str) -> np.ndarray:
     if values.shape[0] == 0 or values.shape[1] == 0:
         raise UsageError(f"{name}: empty data (shape {values.shape})")
     try:
-        return np.ascontiguousarray(to_float32(values, name))
+        return np.require(to_float32(values, name), requirements="CA")
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
 

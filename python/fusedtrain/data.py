@@ -3,7 +3,8 @@
 gathers each batch into buffers allocated once, so that an epoch never copies the data set.
 
 Conversion rule: features and float targets are used as float32. A float32 array is used as
-is; any other numeric array (float64, integers, booleans) is converted once with
+is (a non-contiguous or unaligned one is copied once into a contiguous, aligned array); any
+other numeric array (float64, integers, booleans) is converted once with
 ``np.asarray(x, dtype=np.float32)``, which rounds to float32 precision. A value that overflows
 float32, a NaN or an infinity raises ValueError naming the argument and the position."""
 
@@ -60,7 +61,7 @@ def _describe_position(position: Tuple[int, ...]) -> str:
 
 def features(x: Any, name: str = "x", input_dim: Optional[int] = None) -> np.ndarray:
     """``x`` checked to be a non-empty 2-D numeric array (of ``input_dim`` columns when given),
-    returned as a C-contiguous float32 array (converted once, see the module's rule)."""
+    returned as a C-contiguous, aligned float32 array (converted once, see the module's rule)."""
     array = _as_array(x, name)
     # The type first: a string or an object is not data of the wrong shape.
     _numeric(array, name)
@@ -73,7 +74,7 @@ def features(x: Any, name: str = "x", input_dim: Optional[int] = None) -> np.nda
     if input_dim is not None and array.shape[1] != input_dim:
         raise ValueError(f"{name}: the model takes {input_dim} features per sample, got {array.shape[1]} "
                          f"(shape {array.shape})")
-    return np.ascontiguousarray(to_float32(array, name))
+    return np.require(to_float32(array, name), requirements="CA")
 
 
 def _fractions(fractions: Sequence[float]) -> Tuple[float, float, float]:

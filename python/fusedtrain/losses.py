@@ -53,7 +53,7 @@ def _float_targets(y, rows: int, units: int, loss_name: str) -> np.ndarray:
         expected = f"({rows}, {units})" + (f" or ({rows},)" if units == 1 else "")
         raise ValueError(f"y: {loss_name} needs targets of shape {expected} to match the model's "
                          f"{units} output(s), got shape {np.shape(y)}")
-    return np.ascontiguousarray(targets)
+    return np.require(targets, requirements="CA")
 
 
 class MeanSquaredError(Loss):

@@ -91,15 +91,7 @@ double softmax_cross_entropy_streamed(const float* logits, const Label* labels, 
     });
     sum += static_cast<double>(logf(exp_sum));
     e[label] -= exp_sum;
-    const float inv_sum = scale / exp_sum;
-    const __m256 inv = _mm256_set1_ps(inv_sum);
-    const int64_t lines_end = head + (classes - head) / 16 * 16;
-    for (int64_t j = 0; j < head; ++j) g[j] = e[j] * inv_sum;
-    for (int64_t j = head; j < lines_end; j += 16) {
-      _mm256_stream_ps(g + j, _mm256_mul_ps(_mm256_load_ps(e + j), inv));
-      _mm256_stream_ps(g + j + 8, _mm256_mul_ps(_mm256_load_ps(e + j + 8), inv));
-    }
-    for (int64_t j = lines_end; j < classes; ++j) g[j] = e[j] * inv_sum;
+    stream_scaled(g, e, classes, scale / exp_sum);
   }
   _mm_sfence();  // the streaming stores are seen before the caller (or another thread) reads grad
   return sum;

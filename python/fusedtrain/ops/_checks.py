@@ -66,6 +66,10 @@ def array(value: Any, name: str, dtype: Any = FLOAT32, ndim: int | None = None, 
     if not value.flags.c_contiguous:
         raise ValueError(f"{name}: expected a C-contiguous array, got strides {tuple(value.strides)} for shape "
                          f"{tuple(value.shape)} (use {prefix}.ascontiguousarray({name}))")
+    if not gpu and not value.flags.aligned:
+        raise ValueError(f"{name}: expected an array aligned to its {value.itemsize}-byte items, got one at "
+                         f"address {data_pointer(value):#x} (use np.require({name}, requirements='A'), which "
+                         f"copies it)")
     if gpu and value.device.id != xp.cuda.Device().id:
         raise ValueError(f"{name}: is on GPU {value.device.id}, but the current device is GPU "
                          f"{xp.cuda.Device().id} (use `with cupy.cuda.Device({value.device.id}):`)")
