@@ -66,11 +66,10 @@ constexpr int64_t kStreamedMaxClasses = 4096;  // a scratch row of 16 KiB
 // Rows [begin, end) of softmax cross-entropy with a gradient of kStreamedGradientBytes or more,
 // for rows of 64 to kStreamedMaxClasses classes. Each row's exponentials go to a scratch row in
 // L1, with e[label] - sum in the label's place, so that scaling by 1 / sum gives the whole
-// gradient row (softmax - onehot). The 64-byte lines wholly inside the gradient row are then
-// written with streaming stores, which do not read them first (a third less traffic than
-// ordinary stores); the partial lines at the row's two ends, shared with the rows beside it,
-// with ordinary ones. Streaming the lines out in one burst per row measured faster than
-// spreading the stores over the next row's exponentials.
+// gradient row (softmax - onehot), which stream_scaled then writes with streaming stores (the
+// scratch row sits at the gradient row's offset in a cache line, as it requires). Streaming the
+// lines out in one burst per row measured faster than spreading the stores over the next row's
+// exponentials.
 template <class Label>
 double softmax_cross_entropy_streamed(const float* logits, const Label* labels, float* grad, int64_t begin,
                                       int64_t end, int64_t classes, float scale) {
@@ -82,9 +81,7 @@ double softmax_cross_entropy_streamed(const float* logits, const Label* labels, 
     const int64_t label = labels[r];
     const ExpShift shift = softmax_row_shift(x_row, classes);
     sum += shift.value - x_row[label];
-    // g + head is the row's first 64-byte boundary, and e + head one too.
-    const int64_t head = static_cast<int64_t>((64 - (reinterpret_cast<uintptr_t>(g) & 63)) & 63) / 4;
-    float* e = scratch + ((16 - head) & 15);
+    float* e = scratch + line_offset(g);
     const float* next = r + 1 < end ? x_row + classes : nullptr;
     const float exp_sum = exp_shifted_sum(x_row, shift, e, classes, [&](int64_t j) {
       if (next) __builtin_prefetch(next + j);
