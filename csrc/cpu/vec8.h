@@ -89,7 +89,8 @@ inline __m256 exp_nonpositive(__m256 x) {
   return _mm256_andnot_ps(exp_underflows(x), exp_finish(exp_reduce(x, _mm256_set1_ps(kExpRoundMagic))));
 }
 
-// Lanes [0, count) set, for the last, partial vector of a row (0 < count < 8).
+// Lanes [0, count) set, for the last, partial vector of a row (none for count <= 0, all for
+// count >= 8).
 inline __m256i first_lanes(int64_t count) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
