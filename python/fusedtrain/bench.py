@@ -51,7 +51,7 @@ QUICK = Settings(rounds=1, settle_seconds=0.02, turn_seconds=0.01, min_calls=3,
                  loss_shapes=((256, 10), (1024, 100)), parameter_counts=(1 << 18,),
                  probe_seconds=0.02, triad_elements=1 << 20)
 FULL = Settings(rounds=3, settle_seconds=0.15, turn_seconds=0.15, min_calls=3,
-                square_sizes=(64, 128, 256, 512, 1024, 2048), activation_elements=1 << 22,
+                square_sizes=(64, 100, 120, 128, 256, 512, 1024, 2048), activation_elements=1 << 22,
                 loss_shapes=((256, 10), (4096, 1000)), parameter_counts=(1 << 20, 1 << 22, 1 << 24),
                 probe_seconds=0.2, triad_elements=1 << 25)
 # Runs of each probe; the fastest is the machine's limit (a ceiling: a slower run only says
