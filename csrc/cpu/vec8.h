@@ -115,13 +115,15 @@ inline float horizontal_sum(__m256 v) {
 }
 
 // Where p sits in its 64-byte cache line, in floats (p is aligned to 4 bytes).
-inline int64_t line_offset(const float* p) { return static_cast<int64_t>(reinterpret_cast<uintptr_t>(p) & 63) / 4; }
+inline int64_t line_offset(const float* p) {
+  return static_cast<int64_t>(reinterpret_cast<uintptr_t>(p) & 63) / 4;
+}
 
 // dst[j] = src[j] * scale for j in [0, n), where src and dst sit at the same offset in a 64-byte
-// line (see line_offset). The lines wholly inside dst are written with streaming stores, which skip the caches and
-// do not read the line first (a third less memory traffic than ordinary stores for a large
-// output); the partial lines at its two ends, which the data beside dst may share, with ordinary
-// ones. The caller issues _mm_sfence() before the output is read by another thread.
+// line (see line_offset). The lines wholly inside dst are written with streaming stores, which
+// skip the caches and do not read the line first (a third less memory traffic than ordinary
+// stores for a large output); the partial lines at its two ends, which the data beside dst may
+// share, with ordinary ones. The caller issues _mm_sfence() before another thread reads dst.
 inline void stream_scaled(float* dst, const float* src, int64_t n, float scale) {
   int64_t head = (16 - line_offset(dst)) & 15;
   if (head > n) head = n;
