@@ -1,4 +1,5 @@
-"""Float64 NumPy references shared by the test files (written independently of fusedtrain)."""
+"""Float64 NumPy references shared by the test files (written independently of fusedtrain), and
+the unaligned array layout that several of them pass."""
 
 import math
 
@@ -23,3 +24,14 @@ def reference_activation(name, z, slope=0.01):
         exp = np.exp(z - z.max(axis=1, keepdims=True))
         return exp / exp.sum(axis=1, keepdims=True)
     raise ValueError(name)
+
+
+def unaligned(value):
+    """A C-contiguous copy of ``value`` (of items over one byte) one byte past the start of a
+    buffer: not aligned to its items (NumPy makes such views, e.g. np.frombuffer(data, offset=1))."""
+    buffer = np.zeros(value.nbytes + 1, np.uint8)
+    view = np.frombuffer(buffer, value.dtype, count=value.size, offset=1).reshape(value.shape)
+    view.flags.writeable = True
+    view[...] = value
+    assert view.flags.c_contiguous and not view.flags.aligned
+    return view

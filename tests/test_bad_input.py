@@ -20,7 +20,7 @@ import pytest
 import fusedtrain as ft
 from fusedtrain import _C, callbacks, layers, losses, metrics, ops, optimizers, schedules
 from fusedtrain.__main__ import main as cli_main
-from references import reference_activation
+from references import reference_activation, unaligned
 
 
 def normal(rng, *shape):
@@ -434,17 +434,6 @@ def test_non_contiguous(name, argument, layout):
     arguments[argument] = strided(arguments[argument], layout)
     with pytest.raises(ValueError, match=rf"^{argument}: expected a C-contiguous array"):
         call(name, arguments)
-
-
-def unaligned(value):
-    """A C-contiguous copy of ``value`` (of items over one byte) one byte past the start of a
-    buffer: not aligned to its items (NumPy makes such views, e.g. np.frombuffer(data, offset=1))."""
-    buffer = np.zeros(value.nbytes + value.itemsize, np.uint8)
-    view = np.frombuffer(buffer, value.dtype, count=value.size, offset=1).reshape(value.shape)
-    view.flags.writeable = True
-    view[...] = value
-    assert view.flags.c_contiguous and not view.flags.aligned
-    return view
 
 
 @pytest.mark.parametrize("name, argument", cases(lambda name, op: [

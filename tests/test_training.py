@@ -12,7 +12,7 @@ import pytest
 
 import fusedtrain as ft
 from fusedtrain import layers
-from references import reference_activation
+from references import reference_activation, unaligned
 
 
 # Tiny models: one kernel thread (see conftest.py).
@@ -278,16 +278,6 @@ def test_same_seeds_give_bit_identical_weights_and_history():
     assert history_a == history_b
 
 
-def unaligned_copy(value):
-    """``value``'s values in a C-contiguous view one byte into a buffer, not aligned to its items."""
-    buffer = np.zeros(value.nbytes + 1, np.uint8)
-    view = np.frombuffer(buffer, value.dtype, count=value.size, offset=1).reshape(value.shape)
-    view.flags.writeable = True
-    view[...] = value
-    assert not view.flags.aligned
-    return view
-
-
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_unaligned_float32_data_trains_as_aligned_data(rng, shuffle):
     """The data entry points copy an unaligned float32 array once (the ops refuse one)."""
@@ -302,7 +292,7 @@ def test_unaligned_float32_data_trains_as_aligned_data(rng, shuffle):
         return history.history, model.predict(x_data), model.evaluate(x_data, y_data)
 
     expected = run(x, y)
-    got = run(unaligned_copy(x), unaligned_copy(y))
+    got = run(unaligned(x), unaligned(y))
     assert got[0] == expected[0]
     np.testing.assert_array_equal(got[1], expected[1])
     assert got[2] == expected[2]
