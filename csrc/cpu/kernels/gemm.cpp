@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <numeric>
 #include <type_traits>
 
 #include "common/activations.h"
@@ -68,6 +69,17 @@ constexpr int64_t kSmallBlockB = 4096;
 // with three tiles or more (16x784 @ 784x512, 20x256 @ 256x4096) reading B in place was up to
 // 17% slower than packing it.
 constexpr int64_t kInPlaceBRows = 2 * MR;
+// Those were strides of 2 and 16 KiB, whose rows all fall in a few of the L1 cache's sets and
+// evict each other. Up to kInPlaceBMaxRows rows, a B whose panel rows spread over the sets (at
+// most kMaxLinesPerSet lines of a panel in any one of the 64 sets of a 32 KiB, 8-way L1) is
+// read in place too, the panel staying in L1 while the tiles go down it: the pass that packs B
+// is then 3-6% of the product (1 thread: 100^3 23.7 -> 23.0 us, 120^3 37.7 -> 36.7, 136^3
+// 54.4 -> 53.1). With more rows the unaligned loads of the panel cost more than its packing
+// (1000x120 @ 120x120 1% slower); 128^3, whose 512-byte rows use 8 sets, gained nothing.
+constexpr int64_t kInPlaceBMaxRows = 24 * MR;
+constexpr int64_t kL1Sets = 64;
+constexpr int64_t kCacheLine = 64;
+constexpr int kMaxLinesPerSet = 4;
 // The micro-kernel prefetches its C tile from this depth on.
 constexpr int64_t kPrefetchDepth = 64;
 
@@ -326,20 +338,25 @@ inline void update_row(float* row, __m256 acc0, __m256 acc1, __m256 alpha, __m25
 // tiles has 2: computing 6 cost 1.5-2% of the whole multiply; 4% at m = 64). The full 6-row
 // tile keeps its own written-out kernel below: this template at ROWS = 6 compiles to the same
 // inner loop but ran 256x256 @ 256x10 25% slower, its row pointers taking a trip through the
-// stack on every tile.
+// stack on every tile. Its loops over the rows are unrolled by pragma, as micro_kernel_half's
+// are: inlined elsewhere (a test harness's caller), GCC otherwise kept the 3- to 5-row
+// accumulators on the stack, a 5-row tile taking 367 ns instead of 192 at depth 120.
 template <int ROWS, class BLayout>
 void micro_kernel_rows(int64_t depth, const PanelA& a, const float* b, BLayout b_layout, float* c, int64_t ldc,
                        int64_t cols, float alpha, float scale_c) {
   const float* row[ROWS];
+#pragma GCC unroll 6
   for (int i = 0; i < ROWS; ++i) row[i] = a.row[i];
   const int64_t step = a.step;
   if (depth >= kPrefetchDepth) {
+#pragma GCC unroll 6
     for (int i = 0; i < ROWS; ++i) {
       _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + cols - 1), _MM_HINT_T0);
     }
   }
   __m256 acc0[ROWS], acc1[ROWS];
+#pragma GCC unroll 6
   for (int i = 0; i < ROWS; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
   int64_t p = 0, offset = 0;
   if constexpr (ROWS <= 2) {
@@ -347,12 +364,12 @@ void micro_kernel_rows(int64_t depth, const PanelA& a, const float* b, BLayout b
     // second set of accumulators, for odd k, doubles them (13x300 @ 300x200, ending in a 1-row
     // tile, 27.2 -> 24.3 us; 14x784 @ 784x512, in a 2-row one, 204 -> 190 us).
     __m256 odd0[ROWS], odd1[ROWS];
-#pragma GCC unroll 2
+#pragma GCC unroll 6
     for (int i = 0; i < ROWS; ++i) odd0[i] = odd1[i] = _mm256_setzero_ps();
     for (; p + 2 <= depth; p += 2, offset += 2 * step, b += 2 * b_layout.step) {
       const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
       const __m256 b2 = _mm256_loadu_ps(b + b_layout.step), b3 = _mm256_loadu_ps(b + b_layout.step + 8);
-#pragma GCC unroll 2
+#pragma GCC unroll 6
       for (int i = 0; i < ROWS; ++i) {
         const __m256 even = _mm256_broadcast_ss(row[i] + offset), odd = _mm256_broadcast_ss(row[i] + offset + step);
         acc0[i] = _mm256_fmadd_ps(even, b0, acc0[i]);
@@ -361,7 +378,7 @@ void micro_kernel_rows(int64_t depth, const PanelA& a, const float* b, BLayout b
         odd1[i] = _mm256_fmadd_ps(odd, b3, odd1[i]);
       }
     }
-#pragma GCC unroll 2
+#pragma GCC unroll 6
     for (int i = 0; i < ROWS; ++i) {
       acc0[i] = _mm256_add_ps(acc0[i], odd0[i]);
       acc1[i] = _mm256_add_ps(acc1[i], odd1[i]);
@@ -370,6 +387,7 @@ void micro_kernel_rows(int64_t depth, const PanelA& a, const float* b, BLayout b
   for (; p < depth; ++p, offset += step) {
     const __m256 b0 = _mm256_loadu_ps(b);
     const __m256 b1 = _mm256_loadu_ps(b + 8);
+#pragma GCC unroll 6
     for (int i = 0; i < ROWS; ++i) {
       const __m256 ai = _mm256_broadcast_ss(row[i] + offset);
       acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
@@ -380,10 +398,12 @@ void micro_kernel_rows(int64_t depth, const PanelA& a, const float* b, BLayout b
   if (cols == NR) {
     const __m256 alpha_v = _mm256_set1_ps(alpha), scale_v = _mm256_set1_ps(scale_c);
     const bool read_c = scale_c != 0.0f;
+#pragma GCC unroll 6
     for (int i = 0; i < ROWS; ++i) update_row(c + i * ldc, acc0[i], acc1[i], alpha_v, scale_v, read_c);
     return;
   }
   alignas(32) float tile[ROWS * NR];
+#pragma GCC unroll 6
   for (int i = 0; i < ROWS; ++i) {
     _mm256_store_ps(tile + i * NR, acc0[i]);
     _mm256_store_ps(tile + i * NR + 8, acc1[i]);
@@ -559,6 +579,21 @@ void finish_tile(float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t col0
   });
 }
 
+// Whether `rows` rows of a B panel, ld floats apart, put at most kMaxLinesPerSet cache lines in
+// any set of the L1 cache (the first row starting a line). Modulo the span of addresses that
+// fills each set once, the rows start g bytes apart, g = gcd(row stride, span), and repeat every
+// span / g rows. In each such period, when g is whole lines, the rows are aligned and the sets
+// they fall in receive one line each; otherwise every set's line is overlapped by the
+// (line + row - g) / g rows that start inside it or less than a row before it. Either way a set
+// receives rows * max(g, line + row - g) / span lines.
+bool spreads_over_l1(int64_t ld, int64_t rows) {
+  constexpr int64_t row_bytes = NR * sizeof(float), span = kL1Sets * kCacheLine;
+  static_assert(row_bytes <= kCacheLine, "a panel row fits in one cache line");
+  const int64_t g = std::gcd(ld * static_cast<int64_t>(sizeof(float)), span);
+  const int64_t per_span = g > kCacheLine + row_bytes - g ? g : kCacheLine + row_bytes - g;
+  return (rows * per_span + span - 1) / span <= kMaxLinesPerSet;
+}
+
 // The whole blocked scheme on the m x n block of C at (row0, col0), on one thread. Returns
 // false, having computed nothing, when the packing buffers cannot be allocated.
 bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int64_t col0, int64_t n,
@@ -569,10 +604,12 @@ bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
   // A packed A block pays for itself when many B panels reuse it and A would not stay in L2 by
   // itself; otherwise the micro-kernel reads A in place.
   const bool pack_a_blocks = n > (a.trans ? kPackTransposedAPanels : kPackAPanels) * NR && m * k > kInPlaceA;
-  // With few rows of C each B panel serves one or two row tiles: an untransposed B is then read
-  // in place, but for its last, partial panel, which is packed (padded) as before, and for a
-  // block small enough for L1.
-  const bool b_in_place = !b.trans && m <= kInPlaceBRows;
+  // With few rows of C each B panel serves one or two row tiles, and up to kInPlaceBMaxRows a
+  // panel that L1 holds serves them all from there: an untransposed B is then read in place, but
+  // for its last, partial panel, which is packed (padded) as before, and for a block small enough
+  // for L1.
+  const bool b_in_place =
+      !b.trans && (m <= kInPlaceBRows || (m <= kInPlaceBMaxRows && spreads_over_l1(b.ld, k < KC ? k : KC)));
   for (int64_t jc = 0; jc < n; jc += NC) {
     int64_t nc = n - jc < NC ? n - jc : NC;
     for (int64_t pc = 0; pc < k; pc += KC) {
