@@ -114,6 +114,14 @@ inline float horizontal_sum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
 }
 
+// The sums of the eight lanes of a, b, c and d, in that order.
+inline __m128 horizontal_sums4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  // Pairs within each 128-bit half, then pairs of pairs: the low half holds the sums of lanes
+  // 0-3 of a, b, c, d and the high half those of lanes 4-7.
+  const __m256 quads = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+  return _mm_add_ps(_mm256_castps256_ps128(quads), _mm256_extractf128_ps(quads, 1));
+}
+
 // Where p sits in its 64-byte cache line, in floats (p is aligned to 4 bytes).
 inline int64_t line_offset(const float* p) {
   return static_cast<int64_t>(reinterpret_cast<uintptr_t>(p) & 63) / 4;

@@ -3,7 +3,9 @@
 // packed into kc x NR column panels and op(A) into MR x kc row panels, sized to stay in L3/L2
 // and L1, and a register-blocked micro-kernel multiplies one A panel by one B panel. Packing
 // also absorbs the transposes and pads the edges with zeros, so the micro-kernel only ever sees
-// whole MR x NR tiles (a C of at most two row tiles reads an untransposed B in place instead).
+// whole MR x NR tiles (an untransposed B is read in place instead where its panels serve one or
+// two row tiles, or stay in L1; C's last one to four columns, when op(A) is not transposed, are
+// dot products of A's rows with op(B)'s columns).
 // Threads take disjoint rectangles of C and run the whole scheme on them with their own packing
 // buffers: no synchronisation inside a call. A C of one row (and of up to four rows, 64 columns
 // or more, where op(B) is not transposed) or of one to eight columns skips the scheme:
@@ -294,6 +296,26 @@ void pack_b(const Operand& b, int64_t row0, int64_t depth, int64_t col0, int64_t
   }
 }
 
+// Columns [col0, col0 + cols) of an untransposed B (cols <= 8), rows [row0, row0 + depth),
+// each made contiguous: out[j * depth + p] = B[row0 + p][col0 + j].
+void pack_b_columns(const Operand& b, int64_t row0, int64_t depth, int64_t col0, int64_t cols, float* out) {
+  const float* src = b.data + row0 * b.ld + col0;
+  int64_t p = 0;
+#if FT_GEMM_AVX2
+  // Eight rows at a time, transposed in registers; masked loads stop at the last column.
+  const __m256i lanes = first_lanes(cols);
+  for (; p + 8 <= depth; p += 8) {
+    __m256 rows[8], columns[8];
+    for (int q = 0; q < 8; ++q) rows[q] = _mm256_maskload_ps(src + (p + q) * b.ld, lanes);
+    transpose8x8(rows, columns);
+    for (int64_t j = 0; j < cols; ++j) _mm256_storeu_ps(out + j * depth + p, columns[j]);
+  }
+#endif
+  for (; p < depth; ++p) {
+    for (int64_t j = 0; j < cols; ++j) out[j * depth + p] = src[p * b.ld + j];
+  }
+}
+
 // How the micro-kernel steps down a B panel, row p to p + 1: NR floats in a packed panel (a
 // constant, as the kernel was tuned with), ldb in a panel read in place.
 struct PackedB {
@@ -579,6 +601,16 @@ void finish_tile(float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t col0
   });
 }
 
+// C's last kDotColumns columns or fewer, when op(A) is not transposed, are dot products of A's
+// rows, read in place, with op(B)'s columns (edge_dots, below the matrix-vector loops): a tile
+// kernel would multiply 8 or 16 columns there, broadcasting every element of A. One thread:
+// 100^3 23.0 -> 22.6 us, 99^3 22.9 -> 21.7, 256x256 @ 256x20 36.4 -> 29.7 (from Python). For 5
+// to 8 columns, two passes of dot products cost more than the half-width kernel (a 120-row
+// edge of 8 columns at depth 120: 3.4 against 3.0 us).
+constexpr int64_t kDotColumns = 4;
+void edge_dots(const float* a, int64_t lda, const float* const* columns, int64_t cols, int64_t k, int64_t rows,
+               float* c, int64_t ldc, float alpha, float scale_c);
+
 // Whether `rows` rows of a B panel, ld floats apart, put at most kMaxLinesPerSet cache lines in
 // any set of the L1 cache (the first row starting a line). Modulo the span of addresses that
 // fills each set once, the rows start g bytes apart, g = gcd(row stride, span), and repeat every
@@ -620,7 +652,18 @@ bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
       // A B block small enough for L1 is packed whole (the tiles then go along C's rows).
       const bool small_block = kc * nc <= kSmallBlockB;
       const int64_t in_place = b_in_place && !small_block ? nc / NR * NR : 0;  // columns read in place
-      pack_b(b, pc, kc, col0 + jc + in_place, nc - in_place, buffers.b + in_place * kc);
+      // The columns the tiles cover; the rest, if any, are edge_dots' (op(B)'s columns).
+      const int64_t tiled = !a.trans && nc % NR <= kDotColumns ? nc / NR * NR : nc;
+      pack_b(b, pc, kc, col0 + jc + in_place, tiled - in_place, buffers.b + in_place * kc);
+      const float* columns[kDotColumns];
+      for (int64_t j = 0; j < nc - tiled; ++j) {
+        if (b.trans) {
+          columns[j] = b.data + (col0 + jc + tiled + j) * b.ld + pc;
+        } else {
+          columns[j] = buffers.b + tiled * kc + j * kc;
+        }
+      }
+      if (!b.trans && tiled < nc) pack_b_columns(b, pc, kc, col0 + jc + tiled, nc - tiled, buffers.b + tiled * kc);
       for (int64_t ic = 0; ic < m; ic += MC) {
         int64_t mc = m - ic < MC ? m - ic : MC;
         if (pack_a_blocks) pack_a(a, row0 + ic, mc, pc, kc, buffers.a);
@@ -629,32 +672,39 @@ bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
           for (int64_t ir = 0; ir < mc; ir += MR) {
             int64_t rows = mc - ir < MR ? mc - ir : MR;
             PanelA panel = pack_a_blocks ? packed_panel(buffers.a + ir * kc) : direct_panel(a, row0 + ic + ir, rows, pc);
-            for (int64_t jr = 0; jr < nc; jr += NR) {
-              int64_t cols = nc - jr < NR ? nc - jr : NR;
+            for (int64_t jr = 0; jr < tiled; jr += NR) {
+              int64_t cols = tiled - jr < NR ? tiled - jr : NR;
               float* c_tile = c + (row0 + ic + ir) * ldc + col0 + jc + jr;
               micro_kernel(kc, panel, buffers.b + jr * kc, PackedB{}, c_tile, ldc, rows, cols, e.alpha, scale_c);
               if (last) finish_tile(c_tile, ldc, rows, cols, col0 + jc + jr, e);
             }
           }
-          continue;
-        }
-        // One B panel stays in L1 while the tiles go down its column. (The two orders are written
-        // out: a shared per-tile lambda or computed tile indices cost 3-8% at k = 10.)
-        for (int64_t jr = 0; jr < nc; jr += NR) {
-          int64_t cols = nc - jr < NR ? nc - jr : NR;
-          const bool read_in_place = jr < in_place;
-          for (int64_t ir = 0; ir < mc; ir += MR) {
-            int64_t rows = mc - ir < MR ? mc - ir : MR;
-            float* c_tile = c + (row0 + ic + ir) * ldc + col0 + jc + jr;
-            PanelA panel = pack_a_blocks ? packed_panel(buffers.a + ir * kc) : direct_panel(a, row0 + ic + ir, rows, pc);
-            if (read_in_place) {
-              micro_kernel(kc, panel, b.data + pc * b.ld + col0 + jc + jr, InPlaceB{b.ld}, c_tile, ldc, rows, cols,
-                           e.alpha, scale_c);
-            } else {
-              micro_kernel(kc, panel, buffers.b + jr * kc, PackedB{}, c_tile, ldc, rows, cols, e.alpha, scale_c);
+        } else {
+          // One B panel stays in L1 while the tiles go down its column. (The two orders are written
+          // out: a shared per-tile lambda or computed tile indices cost 3-8% at k = 10.)
+          for (int64_t jr = 0; jr < tiled; jr += NR) {
+            int64_t cols = tiled - jr < NR ? tiled - jr : NR;
+            const bool read_in_place = jr < in_place;
+            for (int64_t ir = 0; ir < mc; ir += MR) {
+              int64_t rows = mc - ir < MR ? mc - ir : MR;
+              float* c_tile = c + (row0 + ic + ir) * ldc + col0 + jc + jr;
+              PanelA panel =
+                  pack_a_blocks ? packed_panel(buffers.a + ir * kc) : direct_panel(a, row0 + ic + ir, rows, pc);
+              if (read_in_place) {
+                micro_kernel(kc, panel, b.data + pc * b.ld + col0 + jc + jr, InPlaceB{b.ld}, c_tile, ldc, rows,
+                             cols, e.alpha, scale_c);
+              } else {
+                micro_kernel(kc, panel, buffers.b + jr * kc, PackedB{}, c_tile, ldc, rows, cols, e.alpha, scale_c);
+              }
+              if (last) finish_tile(c_tile, ldc, rows, cols, col0 + jc + jr, e);
             }
-            if (last) finish_tile(c_tile, ldc, rows, cols, col0 + jc + jr, e);
           }
+        }
+        if (tiled < nc) {
+          float* c_edge = c + (row0 + ic) * ldc + col0 + jc + tiled;
+          edge_dots(a.data + (row0 + ic) * a.ld + pc, a.ld, columns, nc - tiled, kc, mc, c_edge, ldc, e.alpha,
+                    scale_c);
+          if (last) finish_tile(c_edge, ldc, mc, nc - tiled, col0 + jc + tiled, e);
         }
       }
     }
@@ -725,8 +775,28 @@ inline void dot_rows(const float* x, int64_t ld, const float* const* v, int64_t 
       for (int j = 0; j < VECTORS; ++j) acc[r][j] = _mm256_fmadd_ps(x8, v8[j], acc[r][j]);
     }
   }
-  for (int r = 0; r < ROWS; ++r)
-    for (int j = 0; j < VECTORS; ++j) out[j * stride + r] = horizontal_sum(acc[r][j]);
+  if constexpr (ROWS < 3) {
+    for (int r = 0; r < ROWS; ++r)
+      for (int j = 0; j < VECTORS; ++j) out[j * stride + r] = horizontal_sum(acc[r][j]);
+    return;
+  }
+  // Each vector's sums over four rows at a time, from one reduction of their four accumulators:
+  // 256x256 @ 256x3 (four rows a block) went from 5.8 to 5.2 us. Blocks of one or two rows
+  // reduce each accumulator alone: padded with zeros, 256x256 @ 256x8 was 7% slower.
+  const __m256 zero = _mm256_setzero_ps();
+  for (int j = 0; j < VECTORS; ++j) {
+    for (int r = 0; r < ROWS; r += 4) {
+      const __m128 sums = horizontal_sums4(acc[r][j], r + 1 < ROWS ? acc[r + 1][j] : zero,
+                                           r + 2 < ROWS ? acc[r + 2][j] : zero, r + 3 < ROWS ? acc[r + 3][j] : zero);
+      if (r + 4 <= ROWS) {
+        _mm_storeu_ps(out + j * stride + r, sums);
+      } else {
+        alignas(16) float lanes[4];
+        _mm_store_ps(lanes, sums);
+        for (int i = 0; r + i < ROWS; ++i) out[j * stride + r + i] = lanes[i];
+      }
+    }
+  }
 }
 #else
 template <int ROWS, int VECTORS>
@@ -747,6 +817,27 @@ void gemv_dots(const float* x, int64_t ld, const float* const* v, int64_t k, int
   int64_t i = begin;
   for (; i + kRows <= end; i += kRows) dot_rows<kRows, VECTORS>(x + i * ld, ld, v, k, out + (i - begin), width);
   for (; i < end; ++i) dot_rows<1, VECTORS>(x + i * ld, ld, v, k, out + (i - begin), width);
+}
+
+// C's rows x cols block at c (cols <= kDotColumns) = scale_c * C + alpha * the dot products of
+// the rows of a (lda apart) with the columns: every row of A is read once for all of them.
+void edge_dots(const float* a, int64_t lda, const float* const* columns, int64_t cols, int64_t k, int64_t rows,
+               float* c, int64_t ldc, float alpha, float scale_c) {
+  float sums[kDotColumns * MC];  // column j's sums at sums[j * rows]
+  switch (cols) {
+    case 1: gemv_dots<1>(a, lda, columns, k, 0, rows, sums); break;
+    case 2: gemv_dots<2>(a, lda, columns, k, 0, rows, sums); break;
+    case 3: gemv_dots<3>(a, lda, columns, k, 0, rows, sums); break;
+    default: gemv_dots<4>(a, lda, columns, k, 0, rows, sums); break;
+  }
+  static_assert(kDotColumns == 4, "one case per width");
+  for (int64_t i = 0; i < rows; ++i) {
+    float* row = c + i * ldc;
+    for (int64_t j = 0; j < cols; ++j) {
+      const float sum = alpha * sums[j * rows + i];
+      row[j] = scale_c == 0.0f ? sum : sum + scale_c * row[j];
+    }
+  }
 }
 
 // The vectors that weight the rows of x: vector i's element p is data[i * row_step + p * step]
