@@ -429,7 +429,9 @@ def machine_facts() -> Dict[str, str]:
         root = Path(__file__).resolve().parents[1]
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], check=True,
                                 capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        # Changes to the result tables themselves (a run of the other benchmarks) do not count.
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)bench/results"],
                                check=True, capture_output=True, text=True).stdout.strip()
         facts["commit"] = commit + (" (with uncommitted changes)" if dirty else "")
     return facts
