@@ -483,9 +483,10 @@ void micro_kernel_half(int64_t depth, const PanelA& a, const float* b, float* c,
 }
 
 // The last whole panel of B and the half panel after it (at most 8 columns, packed), for up to
-// kWideRows rows: three vectors a row, twelve multiply-adds a k step, where a 6-row tile of the
-// whole panel and one of the half panel take 6 and 4-4.5 cycles for 12 and 6. Twelve rows of
-// a 24-column edge at depth 120 took 678 ns instead of 745, and 120^3 36.5 -> 35.9 us.
+// kWideRows rows: three vectors a row, twelve multiply-adds in 6 cycles a k step, where the two
+// 6-row tiles it replaces, a whole one and a half one, take 6 and about 4.3 cycles for 12 and 6
+// (the half one waits on its loads, a broadcast per multiply-add). Twelve rows of a 24-column
+// edge at depth 120 took 678 ns instead of 745; 120^3 went from 36.6 to 35.9 us.
 template <int ROWS, class BLayout>
 void micro_kernel_wide(int64_t depth, const PanelA& a, const float* b, BLayout b_layout, const float* half, float* c,
                        int64_t ldc, int64_t cols, float alpha, float scale_c) {
@@ -739,7 +740,8 @@ bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
           // The whole B block stays in L1: the tiles go along C's rows, each A panel set up once.
           for (int64_t ir = 0; ir < mc; ir += MR) {
             int64_t rows = mc - ir < MR ? mc - ir : MR;
-            PanelA panel = pack_a_blocks ? packed_panel(buffers.a + ir * kc) : direct_panel(a, row0 + ic + ir, rows, pc);
+            PanelA panel =
+                pack_a_blocks ? packed_panel(buffers.a + ir * kc) : direct_panel(a, row0 + ic + ir, rows, pc);
             for (int64_t jr = 0; jr < tiled; jr += NR) {
               int64_t cols = tiled - jr < NR ? tiled - jr : NR;
               float* c_tile = c + (row0 + ic + ir) * ldc + col0 + jc + jr;
@@ -774,10 +776,11 @@ bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
           for (int64_t ir = 0; panels < tiled && ir < mc; ir += kWideRows) {
             const int64_t rows = mc - ir < kWideRows ? mc - ir : kWideRows, cols = tiled - panels;
             float* c_tile = c + (row0 + ic + ir) * ldc + col0 + jc + panels;
-            PanelA panel = pack_a_blocks ? packed_rows(buffers.a, ir, rows, kc) : direct_panel(a, row0 + ic + ir, rows, pc);
+            PanelA panel =
+                pack_a_blocks ? packed_rows(buffers.a, ir, rows, kc) : direct_panel(a, row0 + ic + ir, rows, pc);
             if (panels < in_place) {
-              wide_edge(kc, panel, b.data + pc * b.ld + col0 + jc + panels, InPlaceB{b.ld}, half_panel, c_tile, ldc, rows,
-                        cols, e.alpha, scale_c);
+              wide_edge(kc, panel, b.data + pc * b.ld + col0 + jc + panels, InPlaceB{b.ld}, half_panel, c_tile, ldc,
+                        rows, cols, e.alpha, scale_c);
             } else {
               wide_edge(kc, panel, buffers.b + panels * kc, PackedB{}, half_panel, c_tile, ldc, rows, cols, e.alpha,
                         scale_c);
