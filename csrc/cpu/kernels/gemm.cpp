@@ -672,8 +672,8 @@ void finish_tile(float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t col0
 // rows, read in place, with op(B)'s columns (edge_dots, below the matrix-vector loops): a tile
 // kernel would multiply 8 or 16 columns there, broadcasting every element of A. One thread:
 // 100^3 23.0 -> 22.6 us, 99^3 22.9 -> 21.7, 256x256 @ 256x20 36.4 -> 29.7 (from Python). For 5
-// to 8 columns, two passes of dot products cost more than the half-width kernel (a 120-row
-// edge of 8 columns at depth 120: 3.4 against 3.0 us).
+// to 8 columns, two passes of dot products cost more than even the half-width kernel (a 120-row
+// edge of 8 columns at depth 120: 3.4 against 3.0 us); those go to micro_kernel_wide.
 constexpr int64_t kDotColumns = 4;
 // Rows at a time in micro_kernel_wide.
 constexpr int64_t kWideRows = 4;
@@ -724,15 +724,12 @@ bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
       // The columns the tiles cover; the rest, if any, are edge_dots' (op(B)'s columns).
       const int64_t tiled = !a.trans && nc % NR <= kDotColumns ? nc / NR * NR : nc;
       pack_b(b, pc, kc, col0 + jc + in_place, tiled - in_place, buffers.b + in_place * kc);
+      // A transposed B's columns are its rows; an untransposed B's are packed after the panels.
+      if (!b.trans && tiled < nc) pack_b_columns(b, pc, kc, col0 + jc + tiled, nc - tiled, buffers.b + tiled * kc);
       const float* columns[kDotColumns];
       for (int64_t j = 0; j < nc - tiled; ++j) {
-        if (b.trans) {
-          columns[j] = b.data + (col0 + jc + tiled + j) * b.ld + pc;
-        } else {
-          columns[j] = buffers.b + tiled * kc + j * kc;
-        }
+        columns[j] = b.trans ? b.data + (col0 + jc + tiled + j) * b.ld + pc : buffers.b + (tiled + j) * kc;
       }
-      if (!b.trans && tiled < nc) pack_b_columns(b, pc, kc, col0 + jc + tiled, nc - tiled, buffers.b + tiled * kc);
       for (int64_t ic = 0; ic < m; ic += MC) {
         int64_t mc = m - ic < MC ? m - ic : MC;
         if (pack_a_blocks) pack_a(a, row0 + ic, mc, pc, kc, buffers.a);
