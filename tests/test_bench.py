@@ -128,9 +128,9 @@ def test_disagreement_is_reported():
 def test_probes_count_and_compute_what_they_say(simd_path):
     import fusedtrain as ft
 
-    # Each thread runs 10 chains of one multiply-add per lane per round: 8 lanes on AVX2, 1 in
-    # the portable path, 2 flops each.
-    lanes = 8 if simd_path == "avx2+fma" else 1
+    # Each thread runs 10 chains of one multiply-add per lane per round: 16 lanes on AVX-512, 8 on
+    # AVX2, 1 in the portable path, 2 flops each.
+    lanes = {"avx512": 16, "avx2+fma": 8, "portable": 1}[simd_path]
     previous = ft.get_num_threads()
     try:
         for threads in (1, 2):

@@ -1,4 +1,4 @@
-"""fusedtrain: train neural networks from Python on hand-written C++ (AVX2/FMA, OpenMP) and CUDA
+"""fusedtrain: train neural networks from Python on hand-written C++ (AVX-512, AVX2, portable; OpenMP) and CUDA
 kernels. Importing it loads the compiled module and nothing else: no threads are started and
 no GPU is touched until an op or info() asks for one. ``fusedtrain.sklearn`` (which needs
 scikit-learn) is imported only on request."""
