@@ -130,3 +130,22 @@ def test_cuda_option_rejects_unknown_values(tmp_path):
     result = _configure(tmp_path, "MAYBE")
     assert result.returncode != 0
     assert "FUSEDTRAIN_CUDA must be AUTO, ON or OFF" in result.stdout + result.stderr
+
+
+_SPIN_CHECK = ("import ctypes, fusedtrain; value = ctypes.CDLL(None).getenv; value.restype = ctypes.c_char_p; "
+               "print(value(b'GOMP_SPINCOUNT'))")
+
+
+def test_openmp_threads_spin_briefly_unless_the_user_chose():
+    # A short spin before OpenMP's idle threads sleep (see fusedtrain/__init__.py); a setting of
+    # the user's own, spin count or wait policy, is kept.
+    env = {key: value for key, value in os.environ.items() if key not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    result = subprocess.run([sys.executable, "-c", _SPIN_CHECK], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "b'10000'"
+    for setting in ({"GOMP_SPINCOUNT": "77"}, {"OMP_WAIT_POLICY": "active"}):
+        result = subprocess.run([sys.executable, "-c", _SPIN_CHECK], capture_output=True, text=True,
+                                env={**env, **setting}, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == ("b'77'" if "GOMP_SPINCOUNT" in setting else "None")
