@@ -151,11 +151,13 @@ def test_probes_count_and_compute_what_they_say(simd_path):
 
 def _training_bench():
     import importlib.util
+    import sys
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "bench" / "bench_training.py"
     spec = importlib.util.spec_from_file_location("bench_training", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
