@@ -144,6 +144,21 @@ def test_edge_columns_of_every_width(simd_path, rng, n, trans_a, trans_b):
     _assert_close(out, *expected)
 
 
+@pytest.mark.parametrize("trans_b", [False, True], ids=["TN", "TT"])
+@pytest.mark.parametrize("n", range(1, 18))
+@pytest.mark.parametrize("m, k", [(45, 37), (700, 300)])
+def test_narrow_products_of_a_transposed_a(simd_path, rng, m, n, k, trans_b):
+    # op(A) transposed and C up to 17 columns wide (the weight gradient of a narrow output layer):
+    # on the AVX-512 path, up to 12 columns are sums down C's columns in blocks of 32 rows (45 ends
+    # in a 13-row block), 13 and more go to the tiles; 700 x 300 rows split over the threads.
+    a, b = _operands(rng, m, n, k, True, trans_b)
+    out = rng.standard_normal((m, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    expected = _reference(a, b, True, trans_b, alpha=0.5, beta=0.25, out=out, bias=bias, activation="tanh")
+    ops.matmul(a, b, trans_a=True, trans_b=trans_b, alpha=0.5, beta=0.25, bias=bias, activation="tanh", out=out)
+    _assert_close(out, *expected)
+
+
 # One column of C, one to four rows of it, or 2 to 8 columns: the matrix-vector loops (dot
 # products of the other operand's rows, or weighted sums of them), with k off the 8-lane vector,
 # row counts off the narrow dot products' row blocks (12 / n rows) and outputs past one pass of
