@@ -130,12 +130,19 @@ constexpr int64_t kPackTransposedAColumns = 32;
 // go along C's rows (a short k or a narrow C): from Python, 256x10 @ 10x256 then runs in 25 us
 // instead of 29 (C is written line after line instead of down 16-column strips).
 constexpr int64_t kSmallBlockB = 4096;
-// Up to this many rows of C (two row tiles), an untransposed B is read in place: packing it
+// Up to this many rows of C (two AVX2 row tiles), an untransposed B is read in place: packing it
 // costs a pass over B that one or two tiles do not pay back. 6x784 @ 784x512 ran in 78 us
 // instead of 117, 8x784 @ 784x512 in 118 instead of 155, 12x256 @ 256x512 in 38 instead of 54;
 // with three tiles or more (16x784 @ 784x512, 20x256 @ 256x4096) reading B in place was up to
-// 17% slower than packing it.
+// 17% slower than packing it (AVX2). The AVX-512 tiles, twice as wide, read B in place with
+// profit up to 12 tiles: one thread, 24x784 @ 784x512 181 us instead of 212, 64x784 @ 784x512
+// 474 instead of 521, 96x784 @ 784x512 728 instead of 750-850 (the machine's noise, +-10%,
+// hid any difference past 96 rows).
+#if FT_GEMM_AVX512
+constexpr int64_t kInPlaceBRows = 12 * MR;
+#else
 constexpr int64_t kInPlaceBRows = 2 * MR;
+#endif
 // Those were strides of 2 and 16 KiB, whose rows all fall in a few of the L1 cache's sets and
 // evict each other. Up to kInPlaceBMaxRows rows, a B whose panel rows spread over the sets (at
 // most kMaxLinesPerSet lines of a panel in any one of the 64 sets of a 32 KiB, 8-way L1) is
@@ -819,7 +826,7 @@ bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
   // A packed A block pays for itself when many B panels reuse it and A would not stay in L2 by
   // itself; otherwise the micro-kernel reads A in place.
   const bool pack_a_blocks = n > (a.trans ? kPackTransposedAColumns : kPackAColumns) && m * k > kInPlaceA;
-  // With few rows of C each B panel serves one or two row tiles, and up to kInPlaceBMaxRows a
+  // With few rows of C each B panel serves a few row tiles, and up to kInPlaceBMaxRows a
   // panel that L1 holds serves them all from there: an untransposed B is then read in place, but
   // for its last, partial panel, which is packed (padded) as before, and for a block small enough
   // for L1.
