@@ -403,7 +403,7 @@ def test_launch_without_a_gpu_raises_the_cuda_error():
     with pytest.raises(RuntimeError, match=r"activation_forward_kernel failed: cudaError\w+"):
         _C.cuda_activation_forward(1, 0.0, 0, 0, 16, 0)
     with pytest.raises(RuntimeError, match=r"failed: cudaError\w+"):
-        _C.cuda_mse_loss(0, 0, 0, 16, 0, 0, 0)
+        _C.cuda_mse_loss(0, 0, 0, 16, 0, 0, 0, 0)
     with pytest.raises(RuntimeError, match=r"simt_gemm_kernel failed: cudaError\w+"):
         _C.cuda_gemm(False, False, 4, 4, 4, 1.0, 0, 4, 0, 4, 0.0, 0, 4, 0, 0, 0.0, False, 0)
 
@@ -413,9 +413,9 @@ def test_bindings_reject_bad_enumerations():
     with pytest.raises(ValueError, match="unknown activation"):
         _C.cuda_activation_forward(9, 0.0, 0, 0, 16, 0)
     with pytest.raises(ValueError, match="unknown reduction"):
-        _C.cuda_mse_loss(0, 0, 0, 16, 7, 0, 0)
+        _C.cuda_mse_loss(0, 0, 0, 16, 7, 0, 0, 0)
     with pytest.raises(ValueError, match="int32 or int64"):
-        _C.cuda_count_correct(0, 0, 16, 1, 1, 0, 0)
+        _C.cuda_count_correct(0, 0, 16, 1, 1, 0, 0, 0)
 
 
 # ---- everywhere: the GPU branch of the ops, against a stand-in for CuPy ----------------------
@@ -559,7 +559,7 @@ def test_fake_losses_read_back_and_label_errors(fake_gpu):
         assert loss == 1.25 and grad.shape == (4, 3)
         arguments = fake_gpu.named("cuda_softmax_cross_entropy_loss")[-1]
         assert arguments[:3] == (_pointer(logits), _pointer(labels), bits)
-        assert arguments[4:7] == (4, 3, 1) and arguments[7] != 0 and arguments[8] == STREAM
+        assert arguments[4:7] == (4, 3, 1) and arguments[7] != 0 and arguments[8:] == (0, STREAM)
     fake_gpu.returns["cuda_softmax_cross_entropy_loss"] = ValueError("labels[2] = 7 is outside [0, 3)")
     with pytest.raises(ValueError, match=r"^labels: labels\[2\] = 7"):
         ft.ops.softmax_cross_entropy(logits, _fake(np.zeros(4, np.int64)))

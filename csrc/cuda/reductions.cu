@@ -37,6 +37,10 @@ __global__ void __launch_bounds__(kFinishThreads) finish_sum_kernel(Workspace* w
   if (threadIdx.x == 0) workspace->result = (accumulate ? workspace->result : 0.0) + scale * sum;
 }
 
+__global__ void store_result_kernel(const Workspace* workspace, double* result, bool count, double scale) {
+  *result = scale * (count ? static_cast<double>(workspace->count) : workspace->result);
+}
+
 __global__ void __launch_bounds__(kThreads) sum_of_squares_kernel(const float* x, int64_t n, bool vector,
                                                                    Workspace* workspace) {
   __shared__ double scratch[kWarpSize];
@@ -182,6 +186,10 @@ void finish_sum(Workspace* workspace, int blocks, double scale, bool accumulate,
          accumulate);
 }
 
+void store_result(const Workspace* workspace, double* result, bool count, double scale, std::uintptr_t stream) {
+  launch("store_result_kernel", store_result_kernel, dim3(1), dim3(1), 0, stream, workspace, result, count, scale);
+}
+
 double read_result(const Workspace* workspace, std::uintptr_t stream) {
   double result = 0.0;
   check(cudaMemcpyAsync(&result, &workspace->result, sizeof(result), cudaMemcpyDeviceToHost, as_stream(stream)),
@@ -239,12 +247,16 @@ void argmax_rows(const float* x, int64_t* indices, int64_t rows, int64_t cols, s
 
 template <class Label>
 static int64_t count_correct_typed(const float* scores, const Label* labels, int64_t rows, int64_t cols,
-                                   void* workspace, std::uintptr_t stream) {
+                                   void* workspace, double* result, std::uintptr_t stream) {
   Workspace* space = as_workspace(workspace);
   check(cudaMemsetAsync(&space->count, 0, sizeof(space->count), as_stream(stream)), "cudaMemsetAsync(count)");
   if (rows > 0) {
     launch("count_correct_kernel", count_correct_kernel<Label>, dim3(row_blocks(rows)), dim3(kThreads), 0, stream,
            scores, labels, rows, cols, space);
+  }
+  if (result != nullptr) {
+    store_result(space, result, true, rows > 0 ? 1.0 / static_cast<double>(rows) : 0.0, stream);
+    return 0;
   }
   unsigned long long count = 0;
   check(cudaMemcpyAsync(&count, &space->count, sizeof(count), cudaMemcpyDeviceToHost, as_stream(stream)),
@@ -254,13 +266,13 @@ static int64_t count_correct_typed(const float* scores, const Label* labels, int
 }
 
 int64_t count_correct(const float* scores, const int32_t* labels, int64_t rows, int64_t cols, void* workspace,
-                      std::uintptr_t stream) {
-  return count_correct_typed(scores, labels, rows, cols, workspace, stream);
+                      double* result, std::uintptr_t stream) {
+  return count_correct_typed(scores, labels, rows, cols, workspace, result, stream);
 }
 
 int64_t count_correct(const float* scores, const int64_t* labels, int64_t rows, int64_t cols, void* workspace,
-                      std::uintptr_t stream) {
-  return count_correct_typed(scores, labels, rows, cols, workspace, stream);
+                      double* result, std::uintptr_t stream) {
+  return count_correct_typed(scores, labels, rows, cols, workspace, result, stream);
 }
 
 }  // namespace fusedtrain::cuda

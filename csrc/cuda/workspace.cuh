@@ -26,6 +26,10 @@ inline Workspace* as_workspace(void* workspace) { return static_cast<Workspace*>
 // `accumulate`. One block; the partials are added in a fixed order.
 void finish_sum(Workspace* workspace, int blocks, double scale, bool accumulate, std::uintptr_t stream);
 
+// *result = scale * workspace->result (or scale * workspace->count with `count`), on the
+// device: the value of a reduction handed to the caller without a read-back.
+void store_result(const Workspace* workspace, double* result, bool count, double scale, std::uintptr_t stream);
+
 // Copies workspace->result to the host (waits for the stream).
 double read_result(const Workspace* workspace, std::uintptr_t stream);
 

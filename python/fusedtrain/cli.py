@@ -602,10 +602,12 @@ def build_model(features: int, outputs: int, args, mean: np.ndarray, variance: n
     try:
         model = Sequential(stack, input_dim=features, device=args.device, seed=args.seed)
         model.build()
-    except NotImplementedError:
-        raise UsageError(f"--device {args.device}: training on the GPU is not available yet; use --device cpu "
-                         f"or auto") from None
+    except RuntimeError as error:
+        # device="cuda" where no GPU is usable: the message says what is missing.
+        raise UsageError(f"--device {args.device}: {error}") from None
     except ValueError as error:
+        if str(error).startswith("device:"):
+            raise UsageError(f"--device: {str(error)[len('device: '):]}") from None
         # The layer sizes are what the user chose here: a layer too large for the machine's memory.
         raise UsageError(f"--layers: {error}") from None
     return model
@@ -712,6 +714,8 @@ def _device_text(model: Sequential) -> str:
     from . import _C
     from ._threads import get_num_threads
 
+    if model.backend.kind == "cuda":
+        return f"{model.device} ({_C.cuda_query()['devices'][model.backend.index]})"
     return f"{model.device} ({_C.simd_path()}, {get_num_threads()} threads)"
 
 

@@ -59,7 +59,7 @@ def state_dict(model) -> Dict[str, np.ndarray]:
     from .serialization import layer_tensors
 
     model._require_built("state_dict")
-    return {key: np.array(value) for key, value in layer_tensors(model).items()}
+    return {key: model.backend.to_host(value, copy=True) for key, value in layer_tensors(model).items()}
 
 
 def _torch():
@@ -146,9 +146,9 @@ def to_torch_state_dict(model, output: str = "predict") -> "OrderedDict[str, Any
     result: "OrderedDict[str, Any]" = OrderedDict()
     for index, position in positions.items():
         layer = model.layers[index]
-        result[f"{position}.weight"] = torch.from_numpy(np.ascontiguousarray(layer.kernel.T))
+        result[f"{position}.weight"] = torch.from_numpy(np.ascontiguousarray(model.backend.to_host(layer.kernel).T))
         if layer.use_bias:
-            result[f"{position}.bias"] = torch.from_numpy(np.array(layer.bias))
+            result[f"{position}.bias"] = torch.from_numpy(model.backend.to_host(layer.bias, copy=True))
     return result
 
 

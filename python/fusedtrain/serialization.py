@@ -334,7 +334,7 @@ def assign_weights(model, input_dim: int, arrays: Dict[str, np.ndarray]) -> None
     model.build(input_dim)
     targets = layer_tensors(model)
     for key, value in arrays.items():
-        targets[key][...] = value
+        model.backend.assign(targets[key], value)
 
 
 def weights_metadata(file_format: str) -> Dict[str, str]:
@@ -344,7 +344,8 @@ def weights_metadata(file_format: str) -> Dict[str, str]:
 def save_weights(model, path: Any) -> None:
     from safetensors.numpy import save
 
-    tensors = {key: np.ascontiguousarray(value) for key, value in layer_tensors(model).items()}
+    tensors = {key: np.ascontiguousarray(model.backend.to_host(value))
+               for key, value in layer_tensors(model).items()}
     write_atomically(path, save(tensors, metadata=weights_metadata(WEIGHTS_FORMAT)))
 
 
@@ -493,7 +494,8 @@ def save(model, path: Any, metadata: Optional[Dict[str, str]] = None) -> None:
         if key in _RESERVED_METADATA:
             raise ValueError(f"metadata: {key!r} is one of fusedtrain's own entries ({', '.join(_RESERVED_METADATA)})")
         entries[key] = value
-    tensors = {key: np.ascontiguousarray(value) for key, value in layer_tensors(model).items()}
+    tensors = {key: np.ascontiguousarray(model.backend.to_host(value))
+               for key, value in layer_tensors(model).items()}
     write_atomically(path, encode(tensors, metadata=entries))
 
 
@@ -547,9 +549,11 @@ def save_checkpoint(model, path: Any) -> None:
                            "True) or a callback's on_epoch_end) or outside fit. save_weights and save keep the "
                            "current weights.")
     optimizer = model.optimizer
-    optimizer.build(model.parameters.size)
-    tensors = {key: np.ascontiguousarray(value) for key, value in layer_tensors(model).items()}
-    tensors.update({f"optimizer.{name}": np.ascontiguousarray(value) for name, value in optimizer.state.items()})
+    optimizer.build(model.parameters.size, model.backend)
+    tensors = {key: np.ascontiguousarray(model.backend.to_host(value))
+               for key, value in layer_tensors(model).items()}
+    tensors.update({f"optimizer.{name}": np.ascontiguousarray(model.backend.to_host(value))
+                    for name, value in optimizer.state.items()})
     states = []
     for position, (callback, state) in enumerate(_callback_states(run.callbacks if run is not None else ())):
         stored_state = {}
@@ -800,7 +804,7 @@ class Checkpoint:
         was taken before any training)."""
         assign_weights(model, self.input_dim, self.weights)
         optimizer = model.optimizer
-        optimizer.build(model.parameters.size)
+        optimizer.build(model.parameters.size, model.backend)
         optimizer.load_state(self.optimizer_state, self.iterations)
         optimizer.learning_rate = self.learning_rate
         model._train_step = self.train_step
