@@ -207,19 +207,7 @@ double softmax_cross_entropy(const float* logits, const Label* labels, float* gr
     return 0.0;
   }
   const double loss = read_result(space, stream);
-  unsigned long long first_error = 0;
-  check(cudaMemcpyAsync(&first_error, &space->first_error, sizeof(first_error), cudaMemcpyDeviceToHost,
-                        as_stream(stream)),
-        "cudaMemcpyAsync(first_error)");
-  check(cudaStreamSynchronize(as_stream(stream)), "cudaStreamSynchronize");
-  if (first_error != ~0ull) {
-    Label label = 0;
-    check(cudaMemcpyAsync(&label, labels + first_error, sizeof(label), cudaMemcpyDeviceToHost, as_stream(stream)),
-          "cudaMemcpyAsync(label)");
-    check(cudaStreamSynchronize(as_stream(stream)), "cudaStreamSynchronize");
-    throw std::invalid_argument("fusedtrain::cuda::softmax_cross_entropy_loss: labels[" + std::to_string(first_error) +
-                                "] = " + std::to_string(label) + " is outside [0, " + std::to_string(classes) + ")");
-  }
+  check_labels(space, labels, classes, "softmax_cross_entropy_loss", stream);
   return loss;
 }
 

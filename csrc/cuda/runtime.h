@@ -86,8 +86,10 @@ double softmax_cross_entropy_loss(const float* logits, const int64_t* labels, fl
 void bias_grad(const float* grad_output, float* grad_bias, int64_t rows, int64_t cols, void* workspace,
                std::uintptr_t stream);
 void argmax_rows(const float* x, int64_t* indices, int64_t rows, int64_t cols, std::uintptr_t stream);
-// Rows whose argmax is their label. With a device double `result`, the share of such rows
-// (count / rows) is stored there instead and the call returns 0 without waiting.
+// Rows whose argmax is their label. Labels are checked on the device as by softmax cross-entropy
+// (std::invalid_argument for the first one outside [0, cols)). With a device double `result`,
+// the share of such rows (count / rows) is stored there instead and the call returns 0 without
+// waiting (a bad label is then not reported, and its row not counted).
 int64_t count_correct(const float* scores, const int32_t* labels, int64_t rows, int64_t cols, void* workspace,
                       double* result, std::uintptr_t stream);
 int64_t count_correct(const float* scores, const int64_t* labels, int64_t rows, int64_t cols, void* workspace,

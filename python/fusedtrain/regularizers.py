@@ -13,8 +13,9 @@ from .ops import _checks as check
 
 
 def _host_float(value: Any) -> Any:
-    """A NumPy scalar as a Python float; a device scalar as it is (read when the logs are)."""
-    return float(value) if isinstance(value, np.generic) else value
+    """A NumPy scalar as a Python float; a device scalar (0-d) as float64 on the device, read
+    when the logs are: the penalty is then computed in the same precision on both devices."""
+    return float(value) if isinstance(value, np.generic) else value.astype(np.float64)
 
 
 class Regularizer:

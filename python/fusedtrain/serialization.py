@@ -399,7 +399,7 @@ def _layer_entries(architecture: Any, source: str) -> Tuple[Dict[str, Any], List
     return config, layers
 
 
-def model_from_config(architecture: Any, source: str) -> "Sequential":
+def model_from_config(architecture: Any, source: str, device: str = "auto") -> "Sequential":
     """A new, unbuilt Sequential from model_config's data; ValueError for anything invalid."""
     from .models import Sequential
 
@@ -414,7 +414,8 @@ def model_from_config(architecture: Any, source: str) -> "Sequential":
     if not isinstance(name, str):
         raise ValueError(f"{source}: architecture: the model name must be a string, got {name!r}")
     try:
-        model = Sequential(layers, input_dim=config.get("input_dim"), seed=config.get("seed"), name=name)
+        model = Sequential(layers, input_dim=config.get("input_dim"), seed=config.get("seed"), name=name,
+                           device=device)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{source}: architecture: invalid model settings: {error}") from None
     if model.input_dim is None:
@@ -499,21 +500,22 @@ def save(model, path: Any, metadata: Optional[Dict[str, str]] = None) -> None:
     write_atomically(path, encode(tensors, metadata=entries))
 
 
-def load(path: Any, compile: bool = True) -> "Sequential":
+def load(path: Any, compile: bool = True, device: str = "auto") -> "Sequential":
     """Rebuilds the model saved by ``model.save(path)`` (or held in a training checkpoint):
     the architecture from the file's metadata, then the weights. With ``compile`` (the
     default) and compile settings in the file, the model comes back compiled with the same
     loss, metrics and optimizer configuration (a fresh optimizer: use ``fit(...,
     resume=path)`` on a checkpoint to restore the optimizer's state too), so that predict
     returns probabilities for a classifier exactly as before saving. The whole file is checked
-    first; anything invalid raises ValueError."""
+    first; anything invalid raises ValueError. ``device``: where the model is rebuilt, as
+    Sequential's (a file written on one device loads on any)."""
     stored = read(path)
     source = stored.source
     if stored.format not in (MODEL_FORMAT, CHECKPOINT_FORMAT):
         kind = "a weight file (save_weights)" if stored.format == WEIGHTS_FORMAT else "not a fusedtrain model file"
         raise ValueError(f"{source}: {kind}, without the architecture; build the model in code and call "
                          f"model.load_weights(path)")
-    model = model_from_config(stored.json("architecture"), source)
+    model = model_from_config(stored.json("architecture"), source, device)
     ignored = ("optimizer.", "callbacks.") if stored.format == CHECKPOINT_FORMAT else ()
     input_dim, arrays = check_weights(model, stored.tensors, source, ignored_prefixes=ignored)
     settings = stored.json("compile", required=False) if compile else None
@@ -612,7 +614,7 @@ class Checkpoint:
         self.architecture = stored.json("architecture")
         # An unbuilt model of the checkpoint's architecture: it checks the layers and lays out
         # the parameters without allocating them.
-        self.probe = model_from_config(self.architecture, source)
+        self.probe = model_from_config(self.architecture, source, "cpu")
         self.input_dim = self.probe.input_dim
         _, self.weights = check_weights(self.probe, stored.tensors, source,
                                         ignored_prefixes=("optimizer.", "callbacks."))

@@ -70,8 +70,9 @@ def cuda_problem(index: int) -> Optional[str]:
     return None
 
 
-def resolve(device: Any) -> Any:
-    """The Backend for a model's ``device`` argument (see the module's documentation)."""
+def resolve(device: Any, announce: bool = True) -> Any:
+    """The Backend for a model's ``device`` argument (see the module's documentation).
+    ``announce=False`` leaves out the line on stderr (the CLI puts the reason in its report)."""
     global _auto_reported
     kind, index = parse(device)
     if kind == "cpu":
@@ -84,7 +85,7 @@ def resolve(device: Any) -> Any:
     if kind == "cuda":
         raise RuntimeError(f"device={device!r}: cannot train on the GPU: {problem}. Use device='cpu' (or "
                            f"'auto', which falls back to the CPU)")
-    if not _auto_reported:
+    if announce and not _auto_reported:
         _auto_reported = True
         print(f"fusedtrain: device='auto' trains on the CPU: {problem}", file=sys.stderr, flush=True)
     return CpuBackend(reason=problem)

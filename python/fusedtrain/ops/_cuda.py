@@ -42,7 +42,8 @@ def workspace(cupy: Any) -> Any:
     the first use and kept: one buffer serves consecutive calls on one stream (their kernels run
     in order), and a training step allocates nothing. Threads get their own, as two of them may
     queue work on one stream (the default stream) at the same time."""
-    key = (cupy.cuda.Device().id, stream(cupy))
+    # The module is part of the key: a stand-in module's buffers (tests) never serve CuPy.
+    key = (cupy, cupy.cuda.Device().id, stream(cupy))
     buffers = _workspaces.__dict__.setdefault("buffers", {})
     buffer = buffers.get(key)
     if buffer is None:

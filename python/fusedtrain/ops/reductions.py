@@ -44,7 +44,7 @@ def argmax(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
 
 def accuracy(scores: np.ndarray, labels: np.ndarray, out: Optional[np.ndarray] = None) -> float:
     """Fraction of rows of ``scores`` (rows, classes) whose argmax equals the int32/int64 label.
-    On the CPU a label outside [0, classes) raises ValueError. With ``out`` (a float64 array of
+    A label outside [0, classes) raises ValueError (on the GPU once the count is read back). With ``out`` (a float64 array of
     shape (1,) of the inputs' library) the fraction is stored there and ``out`` returned; on the
     GPU the call then waits for nothing."""
     xp = check.array_module("accuracy", scores, labels, out)
@@ -70,6 +70,9 @@ def accuracy(scores: np.ndarray, labels: np.ndarray, out: Optional[np.ndarray] =
         return out
     workspace = _cuda.workspace(xp)
     label_bits = 32 if labels.dtype == np.int32 else 64
-    correct = _C.cuda_count_correct(scores.data.ptr, labels.data.ptr, label_bits, rows, classes, workspace.data.ptr,
-                                    _cuda.pointer(out), _cuda.stream(xp))
+    try:
+        correct = _C.cuda_count_correct(scores.data.ptr, labels.data.ptr, label_bits, rows, classes,
+                                        workspace.data.ptr, _cuda.pointer(out), _cuda.stream(xp))
+    except ValueError as error:
+        raise ValueError(f"labels: {error}") from None
     return correct / rows if out is None else out
