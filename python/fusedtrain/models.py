@@ -32,11 +32,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import backends
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 from . import serialization
-from . import backends
 from .callbacks import Callback, CallbackList, History, ModelCheckpoint, ProgressLogger
 from .data import BatchLoader, features, to_float32
 from .interop import host_array
@@ -172,6 +172,7 @@ class Sequential:
             dim = layer.output_dim_for(dim)
         return layout
 
+    @_on_device
     def build(self, input_dim: Optional[int] = None) -> None:
         """Lays out the flat buffers for ``input_dim`` features and initialises the weights."""
         if input_dim is not None:
@@ -190,9 +191,8 @@ class Sequential:
         layout = self._layout(input_dim)
         size = sum(int(np.prod(shape)) for entries in layout for _, shape, _ in entries)
         xp = self.backend.xp
-        with self.backend.scope():
-            parameters = xp.zeros(size, dtype=np.float32)
-            gradients = xp.zeros(size, dtype=np.float32)
+        parameters = xp.zeros(size, dtype=np.float32)
+        gradients = xp.zeros(size, dtype=np.float32)
         self._ranges = []
         dim = input_dim
         for layer, entries in zip(self.layers, layout):
@@ -236,6 +236,7 @@ class Sequential:
 
     # Compilation --------------------------------------------------------------------------------
 
+    @_on_device
     def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Optional[Sequence[Any]] = None) -> None:
         """Chooses the optimizer (name or object), the loss (name or object) and the metrics."""
         if loss is None:
@@ -409,7 +410,9 @@ class Sequential:
             seed and the number of earlier fit calls when None).
         terminate_on_nan: stop at the first batch whose loss is NaN or infinite, before the
             update, with a RuntimeWarning naming the epoch and batch; the history keeps the
-            epochs completed.
+            epochs completed. On a GPU the loss stays on the device: it is checked every 100
+            batches and at the end of each epoch (one read each), and the warning names the
+            batches since the last check; the weights may then hold non-finite values.
         optimizer, loss, metrics: compile with these first (any given replaces the compiled one).
         initial_epoch: the index of the first epoch to run (Keras): training runs epochs
             initial_epoch .. epochs - 1, so ``epochs`` is where training ends, not a number of
@@ -423,7 +426,9 @@ class Sequential:
         The history holds, per epoch: loss (the mean over the epoch's batches, weighted by their
         size, regularization penalties included), the metrics, the val_* values and lr.
         x, y and validation data may be NumPy arrays, anything np.asarray accepts, or objects
-        with __dlpack__ on the CPU (e.g. PyTorch tensors; read without a copy)."""
+        with __dlpack__ on the CPU (e.g. PyTorch tensors; read without a copy). On a GPU they
+        are copied to the device once per call; CuPy features on the model's GPU are used in
+        place."""
         if optimizer is not None or loss is not None or metrics is not None:
             self.compile(optimizer if optimizer is not None else (self.optimizer or "rmsprop"),
                          loss if loss is not None else self.loss,
@@ -739,6 +744,7 @@ class Sequential:
         self._require_built("get_weights")
         return [self.backend.to_host(value, copy=True) for layer in self.layers for value in layer.weights]
 
+    @_on_device
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Sets every parameter from a list like get_weights'. All arrays are checked (count,
         shape, numeric and finite values) before any is copied; an unbuilt model is built for
@@ -781,6 +787,7 @@ class Sequential:
         self._require_built("save_weights")
         serialization.save_weights(self, path)
 
+    @_on_device
     def load_weights(self, path: Any, num_layers: Optional[int] = None) -> None:
         """Loads weights written by save_weights (or held in a model file or a checkpoint). The
         file's names, shapes and dtypes (float32) must match this model exactly; on any mismatch
