@@ -421,3 +421,22 @@ def test_cli_trains_on_the_device(gpu, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "cuda:0" in text
     assert ft.load(out).predict(x).shape == (80, 3)
+
+
+def test_gpu_benchmarks_without_a_gpu_say_so_and_exit_0(monkeypatch, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from fusedtrain import _C
+
+    monkeypatch.setattr(_C, "cuda_compiled", False)
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_training_gpu.py"
+    if not path.exists():
+        pytest.skip("needs the source tree's bench/")
+    spec = importlib.util.spec_from_file_location("bench_training_gpu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["bench_training_gpu: skipped: this fusedtrain was built without CUDA (no nvcc was found at "
+                     "build time; reinstall with the CUDA toolkit on PATH)"]
