@@ -14,6 +14,7 @@ from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .backends import CpuBackend
 from .ops import _checks as check
 
 
@@ -160,11 +161,7 @@ class BatchLoader:
 
     def __init__(self, x: Any, y: Any, batch_size: int, shuffle: bool = True,
                  rng: Optional[np.random.Generator] = None, backend: Any = None):
-        if backend is None:
-            from .backends import CpuBackend
-
-            backend = CpuBackend()
-        self.backend = backend
+        self.backend = backend = backend if backend is not None else CpuBackend()
         xp = backend.xp
         self.x = check.array(x, "x", dtype=x.dtype, xp=xp)
         self.y = check.array(y, "y", dtype=y.dtype, xp=xp)

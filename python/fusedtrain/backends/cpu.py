@@ -25,8 +25,10 @@ class HostTotals:
         return math.isfinite(loss + penalty)
 
     def add(self, values: List[Any], penalty: float, rows: int) -> None:
-        values = [values[0] + penalty] + list(values[1:])
-        self.sums = [total + value * rows for total, value in zip(self.sums, values)]
+        sums = self.sums
+        sums[0] += (values[0] + penalty) * rows
+        for index in range(1, len(sums)):
+            sums[index] += values[index] * rows
         self.seen += rows
 
     def check_due(self, batch: int) -> bool:
@@ -62,9 +64,6 @@ class CpuBackend:
 
     def assign(self, target: np.ndarray, values: Any) -> None:
         target[...] = values
-
-    def is_device_array(self, value: Any) -> bool:
-        return isinstance(value, np.ndarray)
 
     def indices(self, order: np.ndarray) -> np.ndarray:
         return order
