@@ -1,5 +1,5 @@
-"""Times training with fusedtrain against PyTorch (CPU) and scikit-learn's MLPClassifier, in one
-process and with the same thread count for all three:
+"""Times training with fusedtrain against PyTorch (CPU), JAX (a jit-compiled step with optax's
+Adam) and scikit-learn's MLPClassifier, in one process and with the same thread count for all:
 
 - seconds per epoch of a 784-512-256-10 ReLU MLP trained with Adam (lr 1e-3) on 60,000 random
   samples (float32 features, random integer labels), at batch 128 and 256;
@@ -8,13 +8,19 @@ process and with the same thread count for all three:
     python bench/bench_training.py --threads 1 2 --out bench/results/training_cpu.md
     python bench/bench_training.py --quick          # tiny sizes, a few seconds
 
-Needs PyTorch and scikit-learn; without either it says so in one line and exits 0.
+Needs PyTorch and scikit-learn; without either it says so in one line and exits 0. JAX (with
+optax) joins where it is installed. XLA fixes its CPU thread pool when JAX loads, so each thread
+count runs in a process of its own (this script again, with one --threads value): one thread is
+XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1", all the cores
+JAX's default; JAX sits out other counts, with a note. A process for fewer threads than the
+machine's cores runs on that many cores (sched_setaffinity), every library alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import subprocess
 import sys
@@ -40,11 +46,47 @@ except ImportError as missing:
 else:
     MISSING = None
 
-LIBRARIES = ("fusedtrain", "PyTorch", "scikit-learn")
 LEARNING_RATE = 1e-3
 TARGET_ACCURACY = 0.96
-# The issue's goal for the epoch-time ratio fusedtrain / PyTorch (1.5x faster).
-TARGET_RATIO = 0.67
+# The goals for the epoch-time ratios fusedtrain / PyTorch and fusedtrain / JAX.
+TARGET_RATIO = 0.5
+TARGET_RATIO_JAX = 0.85
+# The libraries timed, fusedtrain first; JAX joins in load_jax().
+LIBRARIES: Tuple[str, ...] = ("fusedtrain", "PyTorch", "scikit-learn")
+jax = jnp = optax = None
+JAX_NOTE = "JAX (with optax) is not installed"
+
+
+def pin_to_cores(threads: int) -> None:
+    """Runs the process on ``threads`` of its cores where it has more: JAX's runtime keeps
+    threads of its own beside the compute (its 1-thread epochs took twice their wall time in CPU
+    time unpinned), so a thread count holds for every library only as a core count."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if threads < len(cores):
+        os.sched_setaffinity(0, set(cores[:threads]))
+
+
+def load_jax(threads: int) -> None:
+    """Imports JAX with its CPU thread pool set for ``threads`` (before anything else loads it)."""
+    global jax, jnp, optax, LIBRARIES, JAX_NOTE
+    cores = os.cpu_count() or 1
+    if threads not in (1, cores):
+        JAX_NOTE = f"JAX sat out: its CPU thread pool is one thread or all {cores} cores, not {threads}"
+        return
+    if threads == 1:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    try:
+        import jax as jax_module
+        import jax.numpy as jnp_module
+        import optax as optax_module
+    except ImportError:
+        return
+    jax, jnp, optax = jax_module, jnp_module, optax_module
+    JAX_NOTE = ""
+    LIBRARIES = ("fusedtrain", "PyTorch", "JAX", "scikit-learn")
 
 
 @dataclass(frozen=True)
@@ -202,6 +244,64 @@ class TorchTrainer(_EpochLoop):
         return float(np.mean(predictions == y))
 
 
+class JaxTrainer(_EpochLoop):
+    """The loop a JAX user writes for speed: one jit-compiled step (forward, value_and_grad,
+    optax.adam's update) that gathers its batch from the whole data set on the device, with the
+    parameters and optimizer state donated to it (updated in place); a permutation per epoch;
+    the batch losses stay on the device and are read once per epoch. Weights start as PyTorch's
+    Linear does (uniform within 1 / sqrt(fan_in))."""
+
+    def __init__(self, layer_sizes: Sequence[int], batch_size: int, seed: int):
+        key = jax.random.PRNGKey(seed)
+        params = []
+        for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:]):
+            key, weight_key, bias_key = jax.random.split(key, 3)
+            bound = 1.0 / np.sqrt(fan_in)
+            params.append((jax.random.uniform(weight_key, (fan_in, fan_out), jnp.float32, -bound, bound),
+                           jax.random.uniform(bias_key, (fan_out,), jnp.float32, -bound, bound)))
+        optimizer = optax.adam(LEARNING_RATE)
+        self.params, self.state = params, optimizer.init(params)
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        self._arrays: Optional[Tuple[np.ndarray, object, object]] = None
+
+        def logits_of(params, features):
+            for weight, bias in params[:-1]:
+                features = jax.nn.relu(features @ weight + bias)
+            weight, bias = params[-1]
+            return features @ weight + bias
+
+        def loss_of(params, features, labels):
+            return optax.softmax_cross_entropy_with_integer_labels(logits_of(params, features), labels).mean()
+
+        def step(params, state, features, labels, indices):
+            loss, grads = jax.value_and_grad(loss_of)(params, features[indices], labels[indices])
+            updates, state = optimizer.update(grads, state, params)
+            return optax.apply_updates(params, updates), state, loss * indices.shape[0]
+
+        self.step = jax.jit(step, donate_argnums=(0, 1))
+        self.predict = jax.jit(lambda params, features: jnp.argmax(logits_of(params, features), axis=1))
+
+    def _as_arrays(self, x: np.ndarray, y: np.ndarray):
+        # Copied to JAX's device once per data set, as torch.from_numpy is.
+        if self._arrays is None or self._arrays[0] is not x:
+            self._arrays = (x, jnp.asarray(x), jnp.asarray(y.astype(np.int32)))
+        return self._arrays[1], self._arrays[2]
+
+    def epoch(self, x: np.ndarray, y: np.ndarray) -> float:
+        features, labels = self._as_arrays(x, y)
+        order = self.rng.permutation(features.shape[0]).astype(np.int32)
+        losses = []
+        for start in range(0, features.shape[0], self.batch_size):
+            indices = jnp.asarray(order[start:start + self.batch_size])
+            self.params, self.state, loss = self.step(self.params, self.state, features, labels, indices)
+            losses.append(loss)
+        return float(jnp.sum(jnp.stack(losses))) / features.shape[0]
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(np.asarray(self.predict(self.params, jnp.asarray(x))) == y))
+
+
 class SklearnTrainer(_EpochLoop):
     """MLPClassifier(solver="adam", alpha=0) advanced one epoch per partial_fit call (it keeps
     the Adam state between calls and shuffles each pass; each call also re-checks its input).
@@ -221,7 +321,8 @@ class SklearnTrainer(_EpochLoop):
         return float(self.model.score(x, y))
 
 
-TRAINERS = {"fusedtrain": FusedtrainTrainer, "PyTorch": TorchTrainer, "scikit-learn": SklearnTrainer}
+TRAINERS = {"fusedtrain": FusedtrainTrainer, "PyTorch": TorchTrainer, "JAX": JaxTrainer,
+            "scikit-learn": SklearnTrainer}
 
 
 @contextlib.contextmanager
@@ -345,38 +446,58 @@ def _load(share: Optional[float]) -> str:
     return "unknown" if share is None else f"{share:.0%}"
 
 
-def render_epochs(settings: Settings, threads: int, rows: List[EpochRow]) -> str:
+def epoch_gemm_flops(settings: Settings) -> float:
+    """The multiply-adds of an epoch's matrix products, 2 flops each: per sample and layer the
+    forward, the weight gradient and, past the first layer, the input gradient."""
+    sizes = settings.layer_sizes
+    products = sum(inputs * outputs for inputs, outputs in zip(sizes[:-1], sizes[1:]))
+    return 2.0 * settings.samples * (3 * products - sizes[0] * sizes[1])
+
+
+def render_epochs(settings: Settings, threads: int, rows: List[EpochRow], peak_gflops: float) -> str:
     sizes = "-".join(str(size) for size in settings.layer_sizes)
     cpu_meaning = ("with one thread the CPU time is the epoch's time without the slices other processes took, "
                    "the steadier figure on a busy machine" if threads == 1 else
                    "with several threads it includes time that waiting worker threads spent spinning")
+    peers = [name for name in LIBRARIES if name in ("PyTorch", "JAX")]
+    goals = ", ".join(f"fusedtrain / {name} at most {TARGET_RATIO if name == 'PyTorch' else TARGET_RATIO_JAX}"
+                      for name in peers)
     lines = [f"### Seconds per epoch: {sizes} MLP, Adam, {settings.samples:,} random samples",
              "",
              f"Median of {settings.timed_epochs} epochs after a warm-up epoch; the libraries take turns "
-             f"epoch by epoch. fusedtrain / PyTorch: the goal is at most {TARGET_RATIO}.",
+             f"epoch by epoch. Goals: {goals}."
+             + (f" {JAX_NOTE}." if JAX_NOTE else ""),
              "",
-             "| batch | fusedtrain | PyTorch | scikit-learn | fusedtrain / PyTorch | same, fastest epochs "
-             "| scikit-learn / fusedtrain | other processes |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| batch | " + " | ".join(LIBRARIES) + " | " + " | ".join(f"fusedtrain / {name}" for name in peers)
+             + " | same, fastest epochs | scikit-learn / fusedtrain | other processes |",
+             "|---:|" + "---:|" * (len(LIBRARIES) + len(peers) + 3)]
     for row in rows:
-        fused, torch_time, sklearn_time = (row.median(name) for name in LIBRARIES)
-        fastest = min(row.seconds["fusedtrain"]) / min(row.seconds["PyTorch"])
-        lines.append(f"| {row.batch_size} | {_seconds(fused)} | {_seconds(torch_time)} | {_seconds(sklearn_time)} "
-                     f"| **{fused / torch_time:.2f}** | {fastest:.2f} | {sklearn_time / fused:.2f} "
-                     f"| {_load(row.other_load)} |")
+        fused = row.median("fusedtrain")
+        ratios = " | ".join(f"**{fused / row.median(name):.2f}**" for name in peers)
+        fastest = " / ".join(f"{min(row.seconds['fusedtrain']) / min(row.seconds[name]):.2f}" for name in peers)
+        lines.append(f"| {row.batch_size} | " + " | ".join(_seconds(row.median(name)) for name in LIBRARIES)
+                     + f" | {ratios} | {fastest} | {row.median('scikit-learn') / fused:.2f} | {_load(row.other_load)} |")
     lines += ["", f"CPU seconds per epoch (the process's user + system time; {cpu_meaning}):", "",
-              "| batch | fusedtrain | PyTorch | scikit-learn | fusedtrain / PyTorch | scikit-learn / fusedtrain |",
-              "|---:|---:|---:|---:|---:|---:|"]
+              "| batch | " + " | ".join(LIBRARIES) + " | " + " | ".join(f"fusedtrain / {name}" for name in peers)
+              + " | scikit-learn / fusedtrain |",
+              "|---:|" + "---:|" * (len(LIBRARIES) + len(peers) + 1)]
     for row in rows:
-        fused, torch_time, sklearn_time = (row.median_cpu(name) for name in LIBRARIES)
-        lines.append(f"| {row.batch_size} | {_seconds(fused)} | {_seconds(torch_time)} | {_seconds(sklearn_time)} "
-                     f"| {fused / torch_time:.2f} | {sklearn_time / fused:.2f} |")
+        fused = row.median_cpu("fusedtrain")
+        lines.append(f"| {row.batch_size} | " + " | ".join(_seconds(row.median_cpu(name)) for name in LIBRARIES)
+                     + " | " + " | ".join(f"{fused / row.median_cpu(name):.2f}" for name in peers)
+                     + f" | {row.median_cpu('scikit-learn') / fused:.2f} |")
     lines += ["",
-              "- Mean training loss of the last timed epoch, fusedtrain / PyTorch / scikit-learn (random labels: "
+              f"- Mean training loss of the last timed epoch, {' / '.join(LIBRARIES)} (random labels: "
               "ln 10 = 2.30 at first; a check that each library trained the same task, not a comparison, as the "
               "weight initialisations differ): "
               + "; ".join(f"batch {row.batch_size}: " + " / ".join(f"{row.loss[name]:.3f}" for name in LIBRARIES)
                           for row in rows) + ".",
+              f"- The epoch's matrix products are {epoch_gemm_flops(settings) / 1e9:.3g} GFLOP: at the measured "
+              f"multiply-add peak of this thread count ({peak_gflops:.3g} GFLOP/s, {bench._fma_width()} FMAs) they "
+              f"take {_seconds(epoch_gemm_flops(settings) / peak_gflops / 1e9)}, the floor of an epoch; fusedtrain's "
+              "median epoch reaches " + ", ".join(
+                  f"{epoch_gemm_flops(settings) / peak_gflops / 1e9 / row.median('fusedtrain'):.0%} of it at batch "
+                  f"{row.batch_size}" for row in rows) + ".",
               "- fit's one-off set-up and wind-down outside its epochs (input checks over the whole data set, "
               "buffers), once per fit call, not in the figures above: "
               + ", ".join(f"batch {row.batch_size}: {_seconds(row.fit_setup)}" for row in rows) + ".",
@@ -393,7 +514,8 @@ def render_digits(settings: Settings, runs: Dict[str, List[DigitsRun]], other_lo
              f"Adam lr {LEARNING_RATE:g}, batch {settings.digits_batch}, each library's own weight initialisation; "
              f"seeds {', '.join(str(seed) for seed in settings.digits_seeds)}; test accuracy checked after every "
              f"epoch (untimed), at most {settings.digits_max_epochs} epochs. Time is training time only; "
-             f"figures are medians over the seeds. Other processes' share of the CPU: {_load(other_load)}.",
+             f"figures are medians over the seeds. Other processes' share of the CPU: {_load(other_load)}."
+             + (" JAX's time includes compiling its step for each new model (its first epoch)." if jax else ""),
              "",
              "| library | reached | epochs (median) | epochs per seed | time to target (median) | per epoch "
              "| time / fusedtrain |",
@@ -424,6 +546,8 @@ def machine_facts() -> Dict[str, str]:
     facts["numpy BLAS"] = ", ".join(sorted({f"{pool['internal_api']} {pool['version']} ({pool['filepath'].split('/')[-1]})"
                                             for pool in threadpool_info() if pool.get("user_api") == "blas"}))
     facts["PyTorch"] = f"{torch.__version__} ({torch.backends.cpu.get_cpu_capability()})"
+    if jax is not None:
+        facts["JAX"] = f"{jax.__version__} (optax {optax.__version__}; {jax.devices()[0].platform})"
     facts["scikit-learn"] = sklearn.__version__
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
         root = Path(__file__).resolve().parents[1]
@@ -446,6 +570,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--skip-digits", action="store_true", help="only the seconds-per-epoch tables")
     parser.add_argument("--out", type=Path, default=None, help="write the tables to this Markdown file")
     parser.add_argument("--note", action="append", default=[], help="a line to add under the machine facts")
+    parser.add_argument("--sections-to", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if MISSING is not None:
         print(f"bench_training: skipped, {MISSING} is not installed (pip install torch scikit-learn threadpoolctl)")
@@ -453,6 +578,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.threads and min(args.threads) < 1:
         parser.error(f"--threads: every count must be at least 1, got {args.threads}")
     settings = QUICK if args.quick else FULL
+    counts = args.threads or [ft.get_num_threads()]
+    if len(counts) > 1:
+        return run_each_count(argv, args, counts)
+    pin_to_cores(counts[0])
+    load_jax(counts[0])
 
     facts = machine_facts()
     for key, value in facts.items():
@@ -461,10 +591,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     x, y = random_task(settings)
     digits = None if args.skip_digits else digits_split()
     sections = []
-    for threads in args.threads or [ft.get_num_threads()]:
+    for threads in counts:
         with same_threads(threads):
             rows = [measure_epochs(settings, batch_size, x, y, progress) for batch_size in settings.batch_sizes]
-            parts = [render_epochs(settings, threads, rows)]
+            peak = bench.measure_limits(bench.FULL).fma_gflops
+            parts = [render_epochs(settings, threads, rows, peak)]
             if digits is not None:
                 load = bench._OtherLoad()
                 runs = {name: [] for name in LIBRARIES}
@@ -477,12 +608,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         section = f"## {threads} thread{plural} (each library)\n\n" + "\n".join(parts)
         print("\n" + section, end="")
         sections.append(section)
-    if args.out is not None:
-        lines = bench.results_header("Training on the CPU: fusedtrain vs PyTorch and scikit-learn",
-                                     "bench/bench_training.py", argv, facts, args.note)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n" + "\n".join(sections), encoding="utf-8")
-        print(f"\nwrote {args.out}")
+    if args.sections_to is not None:
+        args.sections_to.write_text("\n".join(sections), encoding="utf-8")
+    write_results(args, argv, facts, sections)
+    return 0
+
+
+def write_results(args: argparse.Namespace, argv: Sequence[str], facts: Dict[str, str], sections: List[str]) -> None:
+    if args.out is None:
+        return
+    lines = bench.results_header(f"Training on the CPU: fusedtrain vs {', '.join(LIBRARIES[1:])}",
+                                 "bench/bench_training.py", argv, facts, args.note)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n" + "\n".join(sections), encoding="utf-8")
+    print(f"\nwrote {args.out}")
+
+
+def run_each_count(argv: Sequence[str], args: argparse.Namespace, counts: Sequence[int]) -> int:
+    """Each thread count in a process of its own (JAX's thread pool is fixed when it loads), the
+    sections gathered into one results file."""
+    import tempfile
+
+    options = (["--quick"] if args.quick else []) + (["--skip-digits"] if args.skip_digits else [])
+    sections = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for threads in counts:
+            part = Path(scratch) / f"{threads}.md"
+            child = [sys.executable, __file__, *options, "--threads", str(threads), "--sections-to", str(part)]
+            if subprocess.run(child).returncode != 0:
+                return 1
+            sections.append(part.read_text(encoding="utf-8"))
+    load_jax(counts[0])
+    write_results(args, argv, machine_facts(), sections)
     return 0
 
 

@@ -7,7 +7,7 @@ import pytest
 import fusedtrain as ft
 from fusedtrain import _C
 
-SIMD_PATHS = [path for path in ("portable", "avx2+fma") if _C.simd_available(path)]
+SIMD_PATHS = [path for path in ("portable", "avx2+fma", "avx512") if _C.simd_available(path)]
 
 
 @pytest.fixture(params=SIMD_PATHS)

@@ -459,3 +459,26 @@ def test_softmax_results_do_not_depend_on_threads(simd_path, rng, restore_thread
         results.append((ops.softmax(x), ops.softmax_grad(grad_output, x)))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_vector_width_gives_the_same_bits(rng, name):
+    # The AVX2 (8-lane) and AVX-512 (16-lane) loops run one formula with the same operations and
+    # the same exponential, so their results agree to the bit, tails of every length included.
+    forward, backward, _, _, kwargs = ACTIVATIONS[name]
+    paths = [path for path in ("avx2+fma", "avx512") if ft._C.simd_available(path)]
+    if len(paths) < 2:
+        pytest.skip("needs both the AVX2 and the AVX-512 paths")
+    x = random_input(rng, (1031,))
+    g = rng.standard_normal(1031).astype(np.float32)
+    previous = ft._C.simd_path()
+    results = []
+    try:
+        for path in paths:
+            ft._C.set_simd_path(path)
+            results.append([(forward(x[:n], **kwargs), backward(g[:n], x[:n], **kwargs)) for n in range(1, 40)])
+    finally:
+        ft._C.set_simd_path(previous)
+    for (y8, d8), (y16, d16) in zip(*results):
+        np.testing.assert_array_equal(y16, y8)
+        np.testing.assert_array_equal(d16, d8)

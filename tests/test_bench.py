@@ -128,9 +128,9 @@ def test_disagreement_is_reported():
 def test_probes_count_and_compute_what_they_say(simd_path):
     import fusedtrain as ft
 
-    # Each thread runs 10 chains of one multiply-add per lane per round: 8 lanes on AVX2, 1 in
-    # the portable path, 2 flops each.
-    lanes = 8 if simd_path == "avx2+fma" else 1
+    # Each thread runs 10 chains of one multiply-add per lane per round: 16 lanes on AVX-512, 8 on
+    # AVX2, 1 in the portable path, 2 flops each.
+    lanes = {"avx512": 16, "avx2+fma": 8, "portable": 1}[simd_path]
     previous = ft.get_num_threads()
     try:
         for threads in (1, 2):
@@ -147,3 +147,25 @@ def test_probes_count_and_compute_what_they_say(simd_path):
         ft._C.triad_probe(a, b, c[:-1], 0.25)
     limits = bench.measure_limits(bench.QUICK)
     assert limits.fma_gflops > 0 and limits.triad_gbs > 0 and limits.triad_elements == bench.QUICK.triad_elements
+
+
+def _training_bench():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_training.py"
+    spec = importlib.util.spec_from_file_location("bench_training", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_training_bench_counts_the_epochs_gemm_flops():
+    # Per sample: forward, weight gradient and (past the first layer) input gradient of each
+    # Dense layer, 2 flops per multiply-add: 144 GFLOP for the 784-512-256-10 MLP on 60,000.
+    module = _training_bench()
+    products = 784 * 512 + 512 * 256 + 256 * 10
+    assert module.epoch_gemm_flops(module.FULL) == 2.0 * 60_000 * (3 * products - 784 * 512)
+    assert abs(module.epoch_gemm_flops(module.FULL) / 1e9 - 144.4) < 0.1

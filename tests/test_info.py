@@ -23,7 +23,7 @@ def test_info_keys_and_types():
     report = ft.info()
     assert isinstance(report, dict)
     assert report["version"] == ft.__version__
-    assert report["simd"] in {"avx2+fma", "portable"}
+    assert report["simd"] in {"avx512", "avx2+fma", "portable"}
     assert report["simd"] == ft._C.simd_path()
     assert isinstance(report["threads"], int) and report["threads"] >= 1
     assert report["threads"] == ft.get_num_threads()
@@ -76,7 +76,7 @@ def test_command_line_info():
     for key in ("version", "simd", "threads", "cuda_compiled", "gpu_found", "cupy"):
         assert key in facts, f"{key} missing from:\n{result.stdout}"
     assert facts["version"] == ft.__version__
-    assert facts["simd"] in {"avx2+fma", "portable"}
+    assert facts["simd"] in {"avx512", "avx2+fma", "portable"}
     assert int(facts["threads"]) >= 1
     for key in ("cuda_compiled", "gpu_found", "cupy"):
         assert facts[key] in {"yes", "no"}

@@ -67,7 +67,7 @@ TRANSPOSE_IDS = ["NN", "NT", "TN", "TT"]
 # are read in place), with k crossing the 8-column packing step and the 320-deep k block:
 # (301, 67, 203) and (199, 45, 331) pack it only when transposed (up to 256 columns an
 # untransposed A is read in place), (97, 263, 450) either way. m runs through every remainder
-# modulo the kernel's 6-row tile (edge tiles of 1 to 5 rows have their own kernels).
+# modulo the AVX2 kernel's 6-row tile (edge tiles of 1 to 5 rows have their own kernels).
 SHAPES = [(1, 1, 1), (3, 5, 17), (17, 3, 5), (33, 127, 129), (129, 33, 3), (127, 257, 33), (257, 129, 127),
           (5, 1, 257), (301, 67, 203), (199, 45, 331), (97, 263, 450), (40, 50, 23), (44, 33, 12), (48, 16, 8)]
 
@@ -102,10 +102,11 @@ TILE_ORDERS = {"along rows": (50, 23), "down columns": (100, 130), "large A": (4
 
 @pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=TRANSPOSE_IDS)
 @pytest.mark.parametrize("order", TILE_ORDERS)
-@pytest.mark.parametrize("m", range(36, 42))
+@pytest.mark.parametrize("m", range(36, 44))
 def test_edge_tiles_of_every_height(simd_path, rng, m, order, trans_a, trans_b):
-    # m runs through every remainder modulo the 6-row tile: the edge tiles of 1 to 5 rows have
-    # kernels of their own. One thread, since a split would change the edge tiles' heights.
+    # m runs through every remainder modulo the 6-row (AVX2) and 8-row (AVX-512) tiles: the edge
+    # tiles of 1 to 7 rows have kernels of their own. One thread, since a split would change the
+    # edge tiles' heights.
     n, k = TILE_ORDERS[order]
     a, b = _operands(rng, m, n, k, trans_a, trans_b)
     out = rng.standard_normal((m, n)).astype(np.float32)
@@ -118,6 +119,43 @@ def test_edge_tiles_of_every_height(simd_path, rng, m, order, trans_a, trans_b):
                    out=out)
     finally:
         ft.set_num_threads(threads)
+    _assert_close(out, *expected)
+
+
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=TRANSPOSE_IDS)
+@pytest.mark.parametrize("n", range(33, 65))
+def test_edge_columns_of_every_width(simd_path, rng, n, trans_a, trans_b):
+    # n runs through every remainder modulo the 16-column (AVX2) and 32-column (AVX-512) panels:
+    # dot products for the last 1-4 columns, the half panel alone or with the panel before it
+    # (wide tiles), and partial two-vector tiles through masked stores. m = 43 ends in a 7-row
+    # (AVX2: 1-row) tile; one thread keeps the tiles as described.
+    m, k = 43, 70
+    a, b = _operands(rng, m, n, k, trans_a, trans_b)
+    out = rng.standard_normal((m, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    expected = _reference(a, b, trans_a, trans_b, alpha=0.5, beta=-1.0, out=out, bias=bias, activation="relu")
+    threads = ft.get_num_threads()
+    ft.set_num_threads(1)
+    try:
+        ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b, alpha=0.5, beta=-1.0, bias=bias, activation="relu",
+                   out=out)
+    finally:
+        ft.set_num_threads(threads)
+    _assert_close(out, *expected)
+
+
+@pytest.mark.parametrize("trans_b", [False, True], ids=["TN", "TT"])
+@pytest.mark.parametrize("n", range(1, 18))
+@pytest.mark.parametrize("m, k", [(45, 37), (700, 300)])
+def test_narrow_products_of_a_transposed_a(simd_path, rng, m, n, k, trans_b):
+    # op(A) transposed and C up to 17 columns wide (the weight gradient of a narrow output layer):
+    # on the AVX-512 path, up to 12 columns are sums down C's columns in blocks of 32 rows (45 ends
+    # in a 13-row block), 13 and more go to the tiles; 700 x 300 rows split over the threads.
+    a, b = _operands(rng, m, n, k, True, trans_b)
+    out = rng.standard_normal((m, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    expected = _reference(a, b, True, trans_b, alpha=0.5, beta=0.25, out=out, bias=bias, activation="tanh")
+    ops.matmul(a, b, trans_a=True, trans_b=trans_b, alpha=0.5, beta=0.25, bias=bias, activation="tanh", out=out)
     _assert_close(out, *expected)
 
 

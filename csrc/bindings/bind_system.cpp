@@ -22,7 +22,7 @@ static void triad_probe(py::array& a, const py::array& b, const py::array& c, fl
 }
 
 void bind_system(py::module_& m) {
-  m.def("simd_path", &cpu::simd_path, "The CPU kernels' instruction-set path: 'avx2+fma' or 'portable'.");
+  m.def("simd_path", &cpu::simd_path, "The CPU kernels' instruction-set path: 'avx512', 'avx2+fma' or 'portable'.");
   m.def("simd_available", &cpu::simd_available, py::arg("path"));
   m.def("set_simd_path", &cpu::set_simd_path, py::arg("path"));
   m.def("get_num_threads", &cpu::get_num_threads);
@@ -32,6 +32,7 @@ void bind_system(py::module_& m) {
   m.def("fma_probe", &fma_probe, py::arg("rounds"));
   m.def("triad_probe", &triad_probe, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("scalar"));
   m.attr("avx2_compiled") = py::bool_(FT_HAVE_AVX2 != 0);
+  m.attr("avx512_compiled") = py::bool_(FT_HAVE_AVX512 != 0);
 }
 
 }  // namespace fusedtrain::bindings

@@ -1,5 +1,5 @@
 // The public CPU entry points (fusedtrain/cpu.h): check what the kernels cannot, then call the
-// AVX2/FMA build of the kernel when the CPU and OS support it, else the portable build.
+// widest build of the kernel that the CPU and the OS support: AVX-512, AVX2/FMA or portable.
 #include <omp.h>
 
 #include <atomic>
@@ -10,6 +10,10 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+
+#if FT_HAVE_AVX2
+#include <cpuid.h>
+#endif
 
 #include "cpu/simd.h"
 #include "fusedtrain/cpu.h"
@@ -24,51 +28,120 @@ namespace avx2 {
 #include "fusedtrain/cpu_kernels.inc"
 }
 #endif
+#if FT_HAVE_AVX512
+namespace avx512 {
+#include "fusedtrain/cpu_kernels.inc"
+}
+#endif
 
 namespace {
 
-bool cpu_has_avx2_fma() {
+// The paths, narrowest first: a request for a path the machine lacks gets the widest below it.
+enum class Path { Portable = 0, Avx2 = 1, Avx512 = 2 };
+constexpr const char* kPathNames[] = {"portable", "avx2+fma", "avx512"};
+
 #if FT_HAVE_AVX2
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+// The state components that XCR0 says the OS saves and restores on a context switch: SSE and AVX
+// (bits 1-2) for the 256-bit registers; with AVX-512 also the opmask registers, the upper halves
+// of zmm0-15 and zmm16-31 (bits 5-7). A CPU can report AVX-512 in CPUID while the OS (or a
+// hypervisor) leaves that state off, and an instruction on it then faults.
+constexpr uint64_t kXcr0Avx = 0x6;
+constexpr uint64_t kXcr0Avx512 = 0xE6;
+
+uint64_t os_saved_state() {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & bit_OSXSAVE)) return 0;
+  unsigned low, high;
+  __asm__("xgetbv" : "=a"(low), "=d"(high) : "c"(0));
+  return (static_cast<uint64_t>(high) << 32) | low;
+}
+
+Path widest_supported() {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return Path::Portable;
+  const bool fma = ecx & bit_FMA;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return Path::Portable;
+  const bool avx2 = ebx & bit_AVX2;
+  const bool avx512 = (ebx & bit_AVX512F) && (ebx & bit_AVX512BW) && (ebx & bit_AVX512VL) && (ebx & bit_AVX512DQ);
+  const uint64_t state = os_saved_state();
+  if (avx512 && avx2 && fma && (state & kXcr0Avx512) == kXcr0Avx512) return Path::Avx512;
+  if (avx2 && fma && (state & kXcr0Avx) == kXcr0Avx) return Path::Avx2;
+  return Path::Portable;
+}
+#endif
+
+// What this build can run here, computed once.
+Path widest_available() {
+#if FT_HAVE_AVX2
+  static const Path widest = widest_supported();
+#if !FT_HAVE_AVX512
+  if (widest == Path::Avx512) return Path::Avx2;
+#endif
+  return widest;
 #else
-  return false;
+  return Path::Portable;
 #endif
 }
 
-// FUSEDTRAIN_SIMD=portable forces the portable kernels (for tests and comparisons).
-bool initial_use_avx2() {
+// FUSEDTRAIN_SIMD=avx2 (or avx2+fma) or portable forces a narrower path, for tests and
+// comparisons; avx512 (or an unknown value) asks for the widest available. Python reports an
+// unknown value (fusedtrain/_info.py).
+Path initial_path() {
+  const Path widest = widest_available();
   const char* forced = std::getenv("FUSEDTRAIN_SIMD");
-  if (forced && std::strcmp(forced, "portable") == 0) return false;
-  return cpu_has_avx2_fma();
+  if (!forced) return widest;
+  Path asked = widest;
+  if (std::strcmp(forced, "portable") == 0) asked = Path::Portable;
+  if (std::strcmp(forced, "avx2") == 0 || std::strcmp(forced, "avx2+fma") == 0) asked = Path::Avx2;
+  return asked < widest ? asked : widest;
 }
 
-std::atomic<bool>& use_avx2() {
-  static std::atomic<bool> flag{initial_use_avx2()};
-  return flag;
+std::atomic<Path>& current_path() {
+  static std::atomic<Path> path{initial_path()};
+  return path;
+}
+
+bool parse_path(const std::string& name, Path* path) {
+  for (int i = 0; i < 3; ++i) {
+    if (name == kPathNames[i]) {
+      *path = static_cast<Path>(i);
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace
 
+#define FT_CALL_PORTABLE(name, ...) generic::name(__VA_ARGS__)
 #if FT_HAVE_AVX2
-#define FT_DISPATCH(name, ...) \
-  (use_avx2().load(std::memory_order_relaxed) ? avx2::name(__VA_ARGS__) : generic::name(__VA_ARGS__))
+#define FT_CALL_AVX2(name, ...) avx2::name(__VA_ARGS__)
 #else
-#define FT_DISPATCH(name, ...) generic::name(__VA_ARGS__)
+#define FT_CALL_AVX2 FT_CALL_PORTABLE
 #endif
+#if FT_HAVE_AVX512
+#define FT_CALL_AVX512(name, ...) avx512::name(__VA_ARGS__)
+#else
+#define FT_CALL_AVX512 FT_CALL_AVX2
+#endif
+#define FT_DISPATCH(name, ...)                                                 \
+  (current_path().load(std::memory_order_relaxed) == Path::Avx512 ? FT_CALL_AVX512(name, __VA_ARGS__) \
+   : current_path().load(std::memory_order_relaxed) == Path::Avx2 ? FT_CALL_AVX2(name, __VA_ARGS__)   \
+                                                                   : FT_CALL_PORTABLE(name, __VA_ARGS__))
 
-const char* simd_path() { return use_avx2().load() ? "avx2+fma" : "portable"; }
+const char* simd_path() { return kPathNames[static_cast<int>(current_path().load())]; }
 
 bool simd_available(const std::string& path) {
-  if (path == "portable") return true;
-  if (path == "avx2+fma") return cpu_has_avx2_fma();
-  return false;
+  Path parsed;
+  return parse_path(path, &parsed) && parsed <= widest_available();
 }
 
 void set_simd_path(const std::string& path) {
-  if (!simd_available(path)) {
+  Path parsed;
+  if (!parse_path(path, &parsed) || parsed > widest_available()) {
     throw std::invalid_argument("SIMD path '" + path + "' is not available on this CPU/build");
   }
-  use_avx2().store(path == "avx2+fma");
+  current_path().store(parsed);
 }
 
 namespace {

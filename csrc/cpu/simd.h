@@ -4,7 +4,7 @@
 
 namespace fusedtrain::cpu {
 
-// Whether `path` ("avx2+fma" or "portable") can run on this CPU with this build.
+// Whether `path` ("avx512", "avx2+fma" or "portable") can run on this CPU with this build.
 bool simd_available(const std::string& path);
 // Switch every kernel to `path`; throws std::invalid_argument where it is not available.
 void set_simd_path(const std::string& path);

@@ -1,8 +1,9 @@
-// Eight floats in an AVX2 register, with the arithmetic that the formulas of common/fast_math.h
-// and common/activations.h are written in (+ - * /, comparisons, select, abs, exp(-|x|)), so
-// that the CPU loops run those same formulas eight lanes at a time; and map_elements, the loop
-// that applies one of them to arrays. The portable build has no Vec8: map_elements is then a
-// plain loop over floats.
+// Eight floats in an AVX2 register (and, in the AVX-512 build, sixteen in a ZMM register), with
+// the arithmetic that the formulas of common/fast_math.h and common/activations.h are written in
+// (+ - * /, comparisons, select, abs, exp(-|x|)), so that the CPU loops run those same formulas
+// eight or sixteen lanes at a time; and map_elements, the loop that applies one of them to
+// arrays, on the widest vector the build has. The portable build has neither: map_elements is
+// then a plain loop over floats.
 #pragma once
 #include <cstdint>
 
@@ -13,6 +14,11 @@
 #define FT_VEC8 1
 #else
 #define FT_VEC8 0
+#endif
+#if FT_VEC8 && defined(__AVX512F__)
+#define FT_VEC16 1
+#else
+#define FT_VEC16 0
 #endif
 
 namespace fusedtrain::cpu::FT_ISA {
@@ -37,6 +43,18 @@ constexpr float kExpRoundMagic = 12582912.0f;  // 1.5 * 2^23
 constexpr float kEighthsPerLn2 = 11.5415603271117f;  // 8 / ln 2
 constexpr double kLn2Eighth = 0.0866433975699931636;  // ln 2 / 8
 
+// Entry e of exp_reduce's table (see there): the bits of 2^(e/8) less (magic_bits << 20) and
+// (e << 20), modulo 2^32.
+constexpr int exp_table_entry(uint32_t e) {
+  constexpr uint32_t kMagicBits = 0x4B400000u;
+  constexpr uint32_t kEighths[8] = {0x3f800000u, 0x3f8b95c2u, 0x3f9837f0u, 0x3fa5fed7u,
+                                    0x3fb504f3u, 0x3fc5672au, 0x3fd744fdu, 0x3feac0c7u};
+  return static_cast<int>(kEighths[e] - (kMagicBits << 20) - (e << 20));
+}
+
+// The cubic for exp(r), |r| <= ln 2 / 16, fitted for least maximum relative error.
+constexpr float kExpCubic[4] = {0.16664292445732787f, 0.500064784204368f, 1.0000000487114307f, 1.0f};
+
 struct ExpReduced {
   __m256 r, scale;
 };
@@ -53,12 +71,9 @@ inline ExpReduced exp_reduce(__m256 x, __m256 magic) {
   // `shifted`, i = k - magic_bits, and permutevar reads only k's low three bits (= i & 7,
   // magic_bits having none), so each entry holds the bits of 2^(e/8) less (magic_bits << 20) and
   // (e << 20) (modulo 2^32): adding k << 20 then restores both.
-  constexpr uint32_t kMagicBits = 0x4B400000u;
-  constexpr uint32_t kEighths[8] = {0x3f800000u, 0x3f8b95c2u, 0x3f9837f0u, 0x3fa5fed7u,
-                                    0x3fb504f3u, 0x3fc5672au, 0x3fd744fdu, 0x3feac0c7u};
-  auto entry = [&](uint32_t e) { return static_cast<int>(kEighths[e] - (kMagicBits << 20) - (e << 20)); };
-  const __m256i table = _mm256_setr_epi32(entry(0), entry(1), entry(2), entry(3), entry(4), entry(5),
-                                          entry(6), entry(7));
+  const __m256i table = _mm256_setr_epi32(exp_table_entry(0), exp_table_entry(1), exp_table_entry(2),
+                                          exp_table_entry(3), exp_table_entry(4), exp_table_entry(5),
+                                          exp_table_entry(6), exp_table_entry(7));
   const __m256i k = _mm256_castps_si256(shifted);
   const __m256i scale = _mm256_add_epi32(_mm256_permutevar8x32_epi32(table, k), _mm256_slli_epi32(k, 20));
   return {r, _mm256_castsi256_ps(scale)};
@@ -66,10 +81,10 @@ inline ExpReduced exp_reduce(__m256 x, __m256 magic) {
 
 inline __m256 exp_finish(const ExpReduced& reduced) {
   const __m256 r = reduced.r;
-  __m256 p = _mm256_set1_ps(0.16664292445732787f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.500064784204368f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0000000487114307f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  __m256 p = _mm256_set1_ps(kExpCubic[0]);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpCubic[1]));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpCubic[2]));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpCubic[3]));
   return _mm256_mul_ps(p, reduced.scale);
 }
 
@@ -177,12 +192,71 @@ inline Vec8 exp_neg_abs(Vec8 x) { return Vec8(exp_nonpositive(_mm256_or_ps(x.v, 
 
 #endif
 
-// y[i] = op(inputs[i]...) for i in [0, n), op generic over float and Vec8. The AVX2 build takes
-// eight elements at a time and the last few as one masked vector, so that every element goes
-// through the same arithmetic; y may be one of the inputs.
+#if FT_VEC16
+// Sixteen lanes: the same operations, comparisons giving AVX-512 mask registers.
+struct Vec16 {
+  __m512 v;
+  Vec16(float x) : v(_mm512_set1_ps(x)) {}  // NOLINT(google-explicit-constructor)
+  explicit Vec16(__m512 x) : v(x) {}
+};
+
+struct Mask16 {
+  __mmask16 bits;
+};
+
+inline Vec16 operator+(Vec16 a, Vec16 b) { return Vec16(_mm512_add_ps(a.v, b.v)); }
+inline Vec16 operator-(Vec16 a, Vec16 b) { return Vec16(_mm512_sub_ps(a.v, b.v)); }
+inline Vec16 operator*(Vec16 a, Vec16 b) { return Vec16(_mm512_mul_ps(a.v, b.v)); }
+inline Vec16 operator/(Vec16 a, Vec16 b) { return Vec16(_mm512_div_ps(a.v, b.v)); }
+inline Vec16 operator-(Vec16 a) {
+  return Vec16(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a.v), _mm512_set1_epi32(INT32_MIN))));
+}
+inline Mask16 operator<(Vec16 a, Vec16 b) { return Mask16{_mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ)}; }
+inline Mask16 operator>(Vec16 a, Vec16 b) { return Mask16{_mm512_cmp_ps_mask(a.v, b.v, _CMP_GT_OQ)}; }
+
+inline Vec16 select(Mask16 condition, Vec16 if_true, Vec16 if_false) {
+  return Vec16(_mm512_mask_blend_ps(condition.bits, if_false.v, if_true.v));
+}
+inline Vec16 abs_value(Vec16 x) { return Vec16(_mm512_abs_ps(x.v)); }
+
+// exp(-|x|) as exp_nonpositive computes it for eight lanes (the same table, reduction and cubic,
+// so both widths give the same bits): the table's eight entries twice over, as permutexvar reads
+// an index's low four bits.
+inline Vec16 exp_neg_abs(Vec16 x) {
+  const __m512 negative = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(x.v), _mm512_set1_epi32(INT32_MIN)));
+  const __m512 magic = _mm512_set1_ps(kExpRoundMagic);
+  const __m512 shifted = _mm512_fmadd_ps(negative, _mm512_set1_ps(kEighthsPerLn2), magic);
+  const __m512 n = _mm512_sub_ps(shifted, magic);
+  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(static_cast<float>(kLn2Eighth)), negative);
+  const __m512i table = _mm512_setr_epi32(
+      exp_table_entry(0), exp_table_entry(1), exp_table_entry(2), exp_table_entry(3), exp_table_entry(4),
+      exp_table_entry(5), exp_table_entry(6), exp_table_entry(7), exp_table_entry(0), exp_table_entry(1),
+      exp_table_entry(2), exp_table_entry(3), exp_table_entry(4), exp_table_entry(5), exp_table_entry(6),
+      exp_table_entry(7));
+  const __m512i k = _mm512_castps_si512(shifted);
+  const __m512 scale = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_permutexvar_epi32(k, table), _mm512_slli_epi32(k, 20)));
+  __m512 p = _mm512_set1_ps(kExpCubic[0]);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpCubic[1]));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpCubic[2]));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpCubic[3]));
+  const __mmask16 underflows = _mm512_cmp_ps_mask(negative, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
+  return Vec16(_mm512_maskz_mul_ps(static_cast<__mmask16>(~underflows), p, scale));
+}
+#endif
+
+// y[i] = op(inputs[i]...) for i in [0, n), op generic over float, Vec8 and Vec16. The vector
+// builds take eight (AVX2) or sixteen (AVX-512) elements at a time and the last few as one masked
+// vector, so that every element goes through the same arithmetic; y may be one of the inputs.
 template <class Op, class... Inputs>
 inline void map_elements(int64_t n, float* y, Op&& op, const Inputs*... inputs) {
-#if FT_VEC8
+#if FT_VEC16
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, op(Vec16(_mm512_loadu_ps(inputs + i))...).v);
+  if (i < n) {
+    const __mmask16 lanes = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, lanes, op(Vec16(_mm512_maskz_loadu_ps(lanes, inputs + i))...).v);
+  }
+#elif FT_VEC8
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, op(Vec8(_mm256_loadu_ps(inputs + i))...).v);
   if (i < n) {

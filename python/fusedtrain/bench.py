@@ -49,7 +49,7 @@ class Settings:
 QUICK = Settings(rounds=1, settle_seconds=0.02, turn_seconds=0.01, min_calls=3,
                  square_sizes=(64, 128, 256), activation_elements=1 << 18,
                  loss_shapes=((256, 10), (1024, 100)), parameter_counts=(1 << 18,),
-                 probe_seconds=0.02, triad_elements=1 << 20)
+                 probe_seconds=0.02, triad_elements=1 << 23)
 FULL = Settings(rounds=3, settle_seconds=0.15, turn_seconds=0.15, min_calls=3,
                 square_sizes=(64, 100, 120, 128, 256, 512, 1024, 2048), activation_elements=1 << 22,
                 loss_shapes=((256, 10), (4096, 1000)), parameter_counts=(1 << 20, 1 << 22, 1 << 24),
@@ -635,6 +635,11 @@ def _numpy_blas() -> str:
     return "unknown"
 
 
+def _fma_width() -> str:
+    """The multiply-add the probe runs on the current SIMD path."""
+    return {"avx512": "512-bit", "avx2+fma": "256-bit"}.get(_C.simd_path(), "scalar")
+
+
 def machine_facts() -> Dict[str, str]:
     """Date, CPU, cores and library versions: the context a timing needs to mean anything."""
     return {
@@ -644,8 +649,14 @@ def machine_facts() -> Dict[str, str]:
         "python": platform.python_version(),
         "fusedtrain": f"{__version__} (SIMD path {_C.simd_path()})",
         "numpy": np.__version__,
-        "numpy BLAS": _numpy_blas(),
+        "numpy BLAS": _numpy_blas() + _blas_pinned(),
     }
+
+
+def _blas_pinned() -> str:
+    """A warning where the environment pins OpenBLAS to an older kernel than the CPU's own."""
+    pins = [f"{name}={os.environ[name]}" for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if name in os.environ]
+    return f" (pinned by {', '.join(pins)}: not the kernel an unpinned NumPy runs)" if pins else ""
 
 
 def results_header(title: str, script: str, argv: Sequence[str], facts: Dict[str, str],
@@ -689,7 +700,8 @@ def render(report: Report) -> str:
                   "(GFLOP/s of the multiply-add peak, GB/s of the memory bandwidth: above 100%, "
                   "the data sat in the caches).", "",
                   "| limit | measured |", "|---|---:|",
-                  f"| multiply-add peak (10 independent FMA chains per thread) | {limits.fma_gflops:.3g} GFLOP/s |",
+                  f"| multiply-add peak (10 independent chains of {_fma_width()} FMAs per thread) "
+                  f"| {limits.fma_gflops:.3g} GFLOP/s |",
                   f"| memory bandwidth (STREAM triad on 3 x {_count(limits.triad_elements)} floats, "
                   f"12 B/element) | {limits.triad_gbs:.3g} GB/s |", ""]
     for group in report.groups:

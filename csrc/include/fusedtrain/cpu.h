@@ -1,5 +1,5 @@
 // fusedtrain's CPU kernels as a C++ API: plain pointers and sizes, no Python types.
-// Each call picks the AVX2/FMA or the portable implementation at run time and runs on the
+// Each call picks the AVX-512, AVX2/FMA or portable implementation at run time and runs on the
 // OpenMP thread pool. Installed with the Python package: link the CMake target
 // fusedtrain::kernels (find_package(fusedtrain CONFIG), see fusedtrain.get_cmake_dir()).
 //
@@ -32,7 +32,7 @@ namespace fusedtrain::cpu {
 
 #include "fusedtrain/cpu_kernels.inc"
 
-// The instruction-set path the kernels use on this machine: "avx2+fma" or "portable".
+// The instruction-set path the kernels use on this machine: "avx512", "avx2+fma" or "portable".
 const char* simd_path();
 // The kernels' OpenMP thread count: one count for the whole process, whichever thread calls a
 // kernel; it starts at OpenMP's default (OMP_NUM_THREADS).
