@@ -242,6 +242,13 @@ def _ascontiguousarray(value, dtype=None):
     return value if result is value._host else ndarray(result)
 
 
+def _from_dlpack(value):
+    """The stand-in's view of a DLPack object in its 'device' memory: one of tests' FakeCudaTensor."""
+    if int(value.__dlpack_device__()[0]) != 2:
+        raise TypeError("stand-in cupy: from_dlpack takes an object in CUDA memory")
+    return ndarray(value.values)
+
+
 def _asnumpy(value):
     if not isinstance(value, ndarray):
         raise TypeError("stand-in cupy: asnumpy takes a device array")
@@ -260,6 +267,7 @@ def make_module() -> types.ModuleType:
     module.asarray = module.array = _asarray
     module.ascontiguousarray = _ascontiguousarray
     module.asnumpy = _asnumpy
+    module.from_dlpack = _from_dlpack
     module.get_array_module = lambda *arrays: module
     runtime = types.SimpleNamespace(memGetInfo=lambda: (DEVICE_MEMORY // 2, DEVICE_MEMORY),
                                     getDeviceCount=lambda: 1)

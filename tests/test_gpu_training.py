@@ -248,6 +248,30 @@ def test_cupy_features_are_used_in_place(gpu):
         cpu_model.fit(cupy.asarray(x), y, verbose=0)
 
 
+class FakeCudaTensor:
+    """A DLPack object in (the stand-in's) CUDA memory, as a PyTorch CUDA tensor presents itself."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+    def __dlpack__(self, stream=None):
+        raise AssertionError("the stand-in reads .values directly")
+
+
+def test_dlpack_objects_in_gpu_memory_are_used_on_the_gpu(standin):
+    x, y = classification_data(rows=40)
+    model = multiclass_model("cuda")
+    model.fit(FakeCudaTensor(x), FakeCudaTensor(y), epochs=2, verbose=0, seed=1)
+    reference = multiclass_model("cuda")
+    reference.fit(x, y, epochs=2, verbose=0, seed=1)
+    np.testing.assert_array_equal(model.predict(FakeCudaTensor(x)), reference.predict(x))
+    with pytest.raises(TypeError, match="^x: an array in CUDA memory"):
+        multiclass_model("cpu").fit(FakeCudaTensor(x), y, verbose=0)
+
+
 # ---- what a step costs: read-backs, uploads and allocations (stand-in only) ------------------
 
 def test_a_step_reads_nothing_back(standin):

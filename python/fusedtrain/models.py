@@ -10,7 +10,8 @@ any other numeric array (float64, integers) is converted once, before training, 
 ValueError before training starts, as do targets that do not fit the loss (see losses.py).
 Objects with ``__dlpack__`` in CPU memory (PyTorch tensors, ...) are read first without a copy
 (np.from_dlpack). A model on a GPU (``device="cuda"``) copies NumPy data to the GPU once per
-call and takes CuPy features on its GPU in place; a model on the CPU refuses GPU arrays.
+call and takes features in GPU memory (CuPy arrays, DLPack objects such as CUDA tensors) in
+place; a model on the CPU refuses GPU arrays.
 
 Devices: ``device`` picks a backend (backends/): the array module every buffer of the model is
 created with. The training code below is the same for every device.
@@ -44,6 +45,8 @@ from .layers import Dense, Dropout, Layer, activate
 from .ops import _checks as check
 
 DEVICES = backends.DEVICES
+# DLPack's device type code for CUDA memory (DLDeviceType.kDLCUDA).
+_DLPACK_CUDA = 2
 # Default rows per batch of evaluate and predict (inference needs no small batches).
 INFERENCE_BATCH_SIZE = 256
 
@@ -343,10 +346,23 @@ class Sequential:
 
     # Input checks -------------------------------------------------------------------------------
 
+    def _gpu_array(self, value: Any) -> Any:
+        """``value`` as a CuPy array when the model is on a GPU and ``value`` is in GPU memory (a
+        CuPy array, or a DLPack object such as a CUDA tensor, read without a copy), else None."""
+        if self.backend.kind != "cuda":
+            return None
+        if check.is_cupy(value):
+            return value
+        if hasattr(value, "__dlpack__") and hasattr(value, "__dlpack_device__"):
+            if int(value.__dlpack_device__()[0]) == _DLPACK_CUDA:
+                return self.backend.xp.from_dlpack(value)
+        return None
+
     def _features(self, x: Any, name: str = "x") -> Any:
         """``x`` checked and converted (data.features), on the model's device."""
-        if check.is_cupy(x) and self.backend.kind == "cuda":
-            array = self._device_features(x, name)
+        on_gpu = self._gpu_array(x)
+        if on_gpu is not None:
+            array = self._device_features(on_gpu, name)
         else:
             array = self.backend.to_device(features(host_array(x, name), name, self.input_dim), name)
         if not self.built:
@@ -376,9 +392,10 @@ class Sequential:
     def _targets(self, y: Any, rows: int, name: str = "y") -> np.ndarray:
         if y is None:
             raise TypeError(f"{name}: expected an array of targets, one per sample, got None")
-        if check.is_cupy(y) and self.backend.kind == "cuda":
+        on_gpu = self._gpu_array(y)
+        if on_gpu is not None:
             # Targets are checked on the host (losses.py), then copied back: small next to x.
-            y = self.backend.xp.asnumpy(y)
+            y = self.backend.xp.asnumpy(on_gpu)
         y = host_array(y, name)
         shape = np.shape(y)
         if len(shape) == 0:
