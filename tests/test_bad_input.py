@@ -1015,9 +1015,9 @@ def test_predict_and_evaluate_arguments():
 @pytest.mark.parametrize("make, error, message", [
     (lambda: ft.Sequential("dense"), TypeError, r"^layers: expected a list of layers"),
     (lambda: ft.Sequential(layers.Dense(2)), TypeError, r"^layers: expected a list of layers"),
-    (lambda: ft.Sequential(device="gpu"), ValueError, r"^device: expected 'auto', 'cpu' or 'cuda'"),
+    (lambda: ft.Sequential(device="gpu"), ValueError, r"^device: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
     (lambda: ft.Sequential(device=3), ValueError, r"^device: expected"),
-    (lambda: ft.Sequential(device="cuda"), NotImplementedError, r"device='cuda'"),
+    (lambda: ft.Sequential(device="cuda:x"), ValueError, r"^device: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
     (lambda: ft.Sequential(seed=-1), ValueError, r"^seed: expected an integer >= 0"),
     (lambda: ft.Sequential(seed=0.5), TypeError, r"^seed: expected an integer"),
     (lambda: ft.Sequential(input_dim=0), ValueError, r"^input_dim: expected an integer >= 1"),
@@ -1038,7 +1038,7 @@ def test_predict_and_evaluate_arguments():
      r"^weights\[1\]: expected shape \(2,\)"),
     (lambda: ft.Sequential([layers.Dense(2)], input_dim=3).set_weights([np.full((3, 2), np.nan), np.ones(2)]),
      ValueError, r"^weights\[0\]: contains nan"),
-], ids=["layers-string", "layers-single", "device-gpu", "device-int", "device-cuda", "seed-negative", "seed-float",
+], ids=["layers-string", "layers-single", "device-gpu", "device-int", "device-cuda-index", "seed-negative", "seed-float",
         "input_dim-0", "add-string", "add-twice", "duplicate-name", "no-layers", "loss-none", "loss-int",
         "one-output-classifier", "accuracy-regression", "set_weights-array", "set_weights-rank", "set_weights-shape",
         "set_weights-nan"])

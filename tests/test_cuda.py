@@ -393,6 +393,131 @@ def test_arrays_on_another_device_are_rejected():
         ft.ops.relu(other)
 
 
+# ---- on the GPU: the defects a first GPU run looks for ---------------------------------------
+
+def _tf32(values):
+    """float32 values rounded to TF32 as cvt.rna does: 10 mantissa bits, ties away from zero."""
+    bits = values.astype(np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+def _offset(cupy, values, elements):
+    """A CuPy copy of `values` starting `elements` floats past a 256-byte boundary."""
+    flat = cupy.zeros(values.size + elements, dtype=values.dtype)
+    view = flat[elements:].reshape(values.shape)
+    view[...] = cupy.asarray(values)
+    return view
+
+
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("allow_tf32", [False, True])
+@pytest.mark.parametrize("offset", [0, 2, 4])
+def test_gemm_edge_tiles_and_offset_views(cupy, trans_a, trans_b, allow_tf32, offset):
+    # Sizes one past a tile (129 = 128 + 1) and K slices (8 for FP32, 16 for TF32) cut short;
+    # operands 8 bytes (offset 2: pairs of C but no 16-byte vectors) or 16 bytes (offset 4:
+    # vectors) past a boundary. Out-of-bounds edge loads or stores, or a vector path taken on a
+    # misaligned view, show up as wrong values or as a fault (compute-sanitizer in .ci/gpu).
+    rng = np.random.default_rng(offset * 10 + trans_a * 2 + trans_b)
+    m, n, k = 129, 132, 37
+    a, b = _operands(rng, m, n, k, trans_a, trans_b)
+    bias = _random(rng, (n,))
+    out = _offset(cupy, np.zeros((m, n), np.float32), offset)
+    arguments = dict(trans_a=trans_a, trans_b=trans_b, bias=_offset(cupy, bias, offset), activation="tanh",
+                     allow_tf32=allow_tf32)
+    device_a, device_b = _offset(cupy, a, offset), _offset(cupy, b, offset)
+    ft.ops.matmul(device_a, device_b, out=out, **arguments)
+    first = cupy.asnumpy(out)
+    if allow_tf32:
+        a, b = _tf32(a), _tf32(b)
+    expected, magnitude = _matmul_reference(a, b, trans_a, trans_b, bias=bias)
+    # tanh is 1-Lipschitz; with the operands rounded as the tensor cores round them, only the
+    # float32 accumulation remains (see test_matmul_matches_float64).
+    assert np.all(np.abs(first - np.tanh(expected)) <= 1e-5 * magnitude + 1e-6)
+    # A race between the shared-memory stages would make a rerun differ; a fixed schedule of
+    # float32 additions gives the same bits every time.
+    ft.ops.matmul(device_a, device_b, out=out, **arguments)
+    np.testing.assert_array_equal(cupy.asnumpy(out), first)
+
+
+def test_tf32_fragments_follow_the_ptx_layout(cupy):
+    # With the operands already TF32 the tensor cores multiply exactly, so the result equals the
+    # float64 product to float32 accumulation error; a fragment in the wrong place (row and
+    # column of m16n8k8 swapped, k halves mixed between A and B) gives errors of order 1.
+    rng = np.random.default_rng(17)
+    a, b = _tf32(_random(rng, (64, 48))), _tf32(_random(rng, (48, 40)))
+    gpu = cupy.asnumpy(ft.ops.matmul(cupy.asarray(a), cupy.asarray(b), allow_tf32=True))
+    expected, magnitude = _matmul_reference(a, b, False, False)
+    assert np.all(np.abs(gpu - expected) <= 1e-5 * magnitude + 1e-6)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 9])
+@pytest.mark.parametrize("cols", [1, 31, 33, 1023, 1025, 2049])
+def test_row_reductions_over_partial_warps_and_blocks(cupy, rows, cols):
+    # Rows narrower than a warp, one lane past a warp, and rows on the block kernels (above
+    # 1024 columns), in row counts that leave warps of the last block idle.
+    rng = np.random.default_rng(rows * 10000 + cols)
+    x = _random(rng, (rows, cols), 3)
+    labels = rng.integers(0, cols, rows)
+    device_x = cupy.asarray(x)
+    np.testing.assert_allclose(cupy.asnumpy(ft.ops.softmax(device_x)), _softmax_reference(x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(cupy.asnumpy(ft.ops.argmax(device_x)), np.argmax(x, axis=1))
+    loss, grad = ft.ops.softmax_cross_entropy(device_x, cupy.asarray(labels))
+    cpu_loss, cpu_grad = ft.ops.softmax_cross_entropy(x, labels)
+    assert loss == pytest.approx(cpu_loss, rel=1e-5, abs=1e-6)
+    np.testing.assert_allclose(cupy.asnumpy(grad), cpu_grad, rtol=1e-5, atol=1e-7)
+    assert ft.ops.accuracy(device_x, cupy.asarray(labels)) == ft.ops.accuracy(x, labels)
+
+
+def test_zero_size_inputs_on_the_gpu(cupy):
+    rng = np.random.default_rng(18)
+    bias = _random(rng, (5,))
+    # k == 0: the product is empty and C is the bias (then the activation), as on the CPU.
+    out = ft.ops.matmul(cupy.zeros((3, 0), cupy.float32), cupy.zeros((0, 5), cupy.float32),
+                        bias=cupy.asarray(bias), activation="relu")
+    np.testing.assert_array_equal(cupy.asnumpy(out), np.broadcast_to(np.maximum(bias, 0), (3, 5)))
+    assert ft.ops.matmul(cupy.zeros((0, 4), cupy.float32), cupy.zeros((4, 5), cupy.float32)).shape == (0, 5)
+    np.testing.assert_array_equal(cupy.asnumpy(ft.ops.bias_grad(cupy.zeros((0, 6), cupy.float32))), np.zeros(6))
+    assert ft.ops.softmax(cupy.zeros((0, 3), cupy.float32)).shape == (0, 3)
+    empty = cupy.zeros(0, cupy.float32)
+    y, mask = ft.ops.dropout(empty, 0.5, seed=1, step=1)
+    assert y.shape == mask.shape == (0,)
+    ft.ops.adam_step(empty, cupy.zeros(0, cupy.float32), cupy.zeros(0, cupy.float32), cupy.zeros(0, cupy.float32),
+                     step=1)
+    assert ft.ops.clip_grad_norm(cupy.zeros(0, cupy.float32), 1.0) == 0.0
+
+
+def test_accuracy_checks_labels_on_the_gpu(cupy):
+    scores = cupy.asarray(_random(np.random.default_rng(19), (10, 3)))
+    for dtype in (np.int32, np.int64):
+        labels = np.zeros(10, dtype)
+        labels[6], labels[8] = 3, -1
+        with pytest.raises(ValueError, match=r"^labels: .*labels\[6\] = 3 is outside \[0, 3\)"):
+            ft.ops.accuracy(scores, cupy.asarray(labels))
+
+
+def test_device_slots_hold_what_the_ops_return(cupy):
+    # loss_out / out / norm_out: the value stays on the GPU (no read-back) and equals the one
+    # the same op returns as a Python number.
+    rng = np.random.default_rng(20)
+    x, target = _random(rng, (33, 5)), _random(rng, (33, 5))
+    labels = cupy.asarray(rng.integers(0, 5, 33))
+    slot = cupy.zeros(1, cupy.float64)
+    device_x, device_target = cupy.asarray(x), cupy.asarray(target)
+    for op, second in ((ft.ops.mse, device_target), (ft.ops.binary_cross_entropy, cupy.asarray(np.abs(target) % 1)),
+                       (ft.ops.softmax_cross_entropy, labels)):
+        value, _ = op(device_x, second)
+        stored, _ = op(device_x, second, loss_out=slot)
+        assert stored is slot and float(slot[0]) == value
+    assert ft.ops.accuracy(device_x, labels, out=slot) is slot
+    assert float(slot[0]) == ft.ops.accuracy(device_x, labels)
+    grads = cupy.asarray(_random(rng, (1000,), 3))
+    copy = grads.copy()
+    norm = ft.ops.clip_grad_norm(copy, 1.0)
+    assert ft.ops.clip_grad_norm(grads, 1.0, norm_out=slot) is slot
+    assert float(slot[0]) == pytest.approx(norm, rel=1e-12)
+    np.testing.assert_array_equal(cupy.asnumpy(grads), cupy.asnumpy(copy))
+
+
 # ---- everywhere: the CUDA error of a launch that cannot run ----------------------------------
 
 @pytest.mark.skipif(not _C.cuda_compiled, reason="fusedtrain was built without CUDA")
@@ -403,7 +528,7 @@ def test_launch_without_a_gpu_raises_the_cuda_error():
     with pytest.raises(RuntimeError, match=r"activation_forward_kernel failed: cudaError\w+"):
         _C.cuda_activation_forward(1, 0.0, 0, 0, 16, 0)
     with pytest.raises(RuntimeError, match=r"failed: cudaError\w+"):
-        _C.cuda_mse_loss(0, 0, 0, 16, 0, 0, 0)
+        _C.cuda_mse_loss(0, 0, 0, 16, 0, 0, 0, 0)
     with pytest.raises(RuntimeError, match=r"simt_gemm_kernel failed: cudaError\w+"):
         _C.cuda_gemm(False, False, 4, 4, 4, 1.0, 0, 4, 0, 4, 0.0, 0, 4, 0, 0, 0.0, False, 0)
 
@@ -413,9 +538,9 @@ def test_bindings_reject_bad_enumerations():
     with pytest.raises(ValueError, match="unknown activation"):
         _C.cuda_activation_forward(9, 0.0, 0, 0, 16, 0)
     with pytest.raises(ValueError, match="unknown reduction"):
-        _C.cuda_mse_loss(0, 0, 0, 16, 7, 0, 0)
+        _C.cuda_mse_loss(0, 0, 0, 16, 7, 0, 0, 0)
     with pytest.raises(ValueError, match="int32 or int64"):
-        _C.cuda_count_correct(0, 0, 16, 1, 1, 0, 0)
+        _C.cuda_count_correct(0, 0, 16, 1, 1, 0, 0, 0)
 
 
 # ---- everywhere: the GPU branch of the ops, against a stand-in for CuPy ----------------------
@@ -559,7 +684,7 @@ def test_fake_losses_read_back_and_label_errors(fake_gpu):
         assert loss == 1.25 and grad.shape == (4, 3)
         arguments = fake_gpu.named("cuda_softmax_cross_entropy_loss")[-1]
         assert arguments[:3] == (_pointer(logits), _pointer(labels), bits)
-        assert arguments[4:7] == (4, 3, 1) and arguments[7] != 0 and arguments[8] == STREAM
+        assert arguments[4:7] == (4, 3, 1) and arguments[7] != 0 and arguments[8:] == (0, STREAM)
     fake_gpu.returns["cuda_softmax_cross_entropy_loss"] = ValueError("labels[2] = 7 is outside [0, 3)")
     with pytest.raises(ValueError, match=r"^labels: labels\[2\] = 7"):
         ft.ops.softmax_cross_entropy(logits, _fake(np.zeros(4, np.int64)))
@@ -586,6 +711,9 @@ def test_fake_reductions(fake_gpu):
     assert fake_gpu.named("cuda_argmax_rows") == [(_pointer(grad_output), _pointer(indices), 6, 4, STREAM)]
     fake_gpu.returns["cuda_count_correct"] = 3
     assert ft.ops.accuracy(grad_output, _fake(np.zeros(6, np.int32))) == 0.5
+    fake_gpu.returns["cuda_count_correct"] = ValueError("labels[1] = 9 is outside [0, 4)")
+    with pytest.raises(ValueError, match=r"^labels: labels\[1\] = 9"):
+        ft.ops.accuracy(grad_output, _fake(np.zeros(6, np.int32)))
     with pytest.raises(ValueError, match="x: argmax of rows with no columns"):
         ft.ops.argmax(_fake(np.ones((2, 0), np.float32)))
 

@@ -110,7 +110,7 @@ def test_fit_evaluate_predict_accept_dlpack_objects(rng):
 def test_gpu_arrays_are_refused_with_a_hint(rng):
     model = regression_model("relu")
     x = rng.normal(size=(4, 6)).astype(np.float32)
-    with pytest.raises(TypeError, match=r"x: an array in CUDA memory; fusedtrain trains on the CPU.*\.cpu\(\)"):
+    with pytest.raises(TypeError, match=r"x: an array in CUDA memory; fusedtrain takes host arrays.*\.cpu\(\)"):
         model.predict(DLPackOnly(x, device=(2, 0)))
 
     class FakeCupyArray:

@@ -110,18 +110,24 @@ class TestStructure:
 
 
 class TestDevice:
-    def test_auto_and_cpu_train_on_the_cpu(self):
-        assert ft.Sequential(device="auto").device == "cpu"
+    def test_cpu_trains_on_the_cpu(self):
         assert ft.Sequential(device="cpu").device == "cpu"
 
+    @pytest.mark.skipif(ft.info()["gpu_found"] and ft.info()["cupy"], reason="a usable GPU: auto picks it")
+    def test_auto_without_a_usable_gpu_trains_on_the_cpu(self):
+        model = ft.Sequential(device="auto")
+        assert model.device == "cpu" and model.backend.reason
+
+    @pytest.mark.skipif(ft.info()["gpu_found"] and ft.info()["cupy"], reason="a usable GPU: cuda works")
     @pytest.mark.parametrize("device", ["cuda", "cuda:0"])
-    def test_cuda_is_not_available_yet(self, device):
-        with pytest.raises(NotImplementedError, match="CUDA training backend is not available yet"):
+    def test_cuda_without_a_usable_gpu_says_what_is_missing(self, device):
+        with pytest.raises(RuntimeError, match=rf"^device='{device}': cannot train on the GPU: "):
             ft.Sequential(device=device)
 
-    def test_unknown_device(self):
-        with pytest.raises(ValueError, match="device: expected 'auto', 'cpu' or 'cuda'"):
-            ft.Sequential(device="tpu")
+    @pytest.mark.parametrize("device", ["tpu", "cuda:", "cuda:-1", "cuda:x", "cpu:0", "auto:1", None])
+    def test_unknown_device(self, device):
+        with pytest.raises(ValueError, match="device: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+            ft.Sequential(device=device)
 
 
 # Compile and the final activation ----------------------------------------------------------------

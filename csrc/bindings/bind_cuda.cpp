@@ -189,30 +189,33 @@ void bind_kernels(py::module_& m) {
 
   m.def(
       "cuda_mse_loss",
-      [](Pointer pred, Pointer target, Pointer grad, int64_t n, int reduction, Pointer workspace, Pointer stream) {
+      [](Pointer pred, Pointer target, Pointer grad, int64_t n, int reduction, Pointer workspace, Pointer result,
+         Pointer stream) {
         Reduction red = to_reduction(reduction);
         check_sizes("elementwise", {{"n", n}});
         py::gil_scoped_release release;
         return cuda::mse_loss(device<const float>(pred), device<const float>(target), device<float>(grad), n, red,
-                              device<void>(workspace), stream);
+                              device<void>(workspace), device<double>(result), stream);
       },
       py::arg("pred"), py::arg("target"), py::arg("grad"), py::arg("n"), py::arg("reduction"), py::arg("workspace"),
-      py::arg("stream"));
+      py::arg("result"), py::arg("stream"));
   m.def(
       "cuda_binary_cross_entropy_loss",
-      [](Pointer logits, Pointer target, Pointer grad, int64_t n, int reduction, Pointer workspace, Pointer stream) {
+      [](Pointer logits, Pointer target, Pointer grad, int64_t n, int reduction, Pointer workspace, Pointer result,
+         Pointer stream) {
         Reduction red = to_reduction(reduction);
         check_sizes("elementwise", {{"n", n}});
         py::gil_scoped_release release;
         return cuda::binary_cross_entropy_loss(device<const float>(logits), device<const float>(target),
-                                               device<float>(grad), n, red, device<void>(workspace), stream);
+                                               device<float>(grad), n, red, device<void>(workspace),
+                                               device<double>(result), stream);
       },
       py::arg("logits"), py::arg("target"), py::arg("grad"), py::arg("n"), py::arg("reduction"), py::arg("workspace"),
-      py::arg("stream"));
+      py::arg("result"), py::arg("stream"));
   m.def(
       "cuda_softmax_cross_entropy_loss",
       [](Pointer logits, Pointer labels, int label_bits, Pointer grad, int64_t rows, int64_t classes, int reduction,
-         Pointer workspace, Pointer stream) {
+         Pointer workspace, Pointer result, Pointer stream) {
         Reduction red = to_reduction(reduction);
         require_label_bits(label_bits);
         check_sizes("rows", {{"rows", rows}, {"cols", classes}});
@@ -220,14 +223,14 @@ void bind_kernels(py::module_& m) {
         if (label_bits == 32) {
           return cuda::softmax_cross_entropy_loss(device<const float>(logits), device<const int32_t>(labels),
                                                   device<float>(grad), rows, classes, red, device<void>(workspace),
-                                                  stream);
+                                                  device<double>(result), stream);
         }
         return cuda::softmax_cross_entropy_loss(device<const float>(logits), device<const int64_t>(labels),
                                                 device<float>(grad), rows, classes, red, device<void>(workspace),
-                                                stream);
+                                                device<double>(result), stream);
       },
       py::arg("logits"), py::arg("labels"), py::arg("label_bits"), py::arg("grad"), py::arg("rows"),
-      py::arg("classes"), py::arg("reduction"), py::arg("workspace"), py::arg("stream"));
+      py::arg("classes"), py::arg("reduction"), py::arg("workspace"), py::arg("result"), py::arg("stream"));
 
   m.def(
       "cuda_bias_grad",
@@ -250,19 +253,19 @@ void bind_kernels(py::module_& m) {
   m.def(
       "cuda_count_correct",
       [](Pointer scores, Pointer labels, int label_bits, int64_t rows, int64_t cols, Pointer workspace,
-         Pointer stream) {
+         Pointer result, Pointer stream) {
         require_label_bits(label_bits);
         check_sizes("rows", {{"rows", rows}, {"cols", cols}});
         py::gil_scoped_release release;
         if (label_bits == 32) {
           return cuda::count_correct(device<const float>(scores), device<const int32_t>(labels), rows, cols,
-                                     device<void>(workspace), stream);
+                                     device<void>(workspace), device<double>(result), stream);
         }
         return cuda::count_correct(device<const float>(scores), device<const int64_t>(labels), rows, cols,
-                                   device<void>(workspace), stream);
+                                   device<void>(workspace), device<double>(result), stream);
       },
       py::arg("scores"), py::arg("labels"), py::arg("label_bits"), py::arg("rows"), py::arg("cols"),
-      py::arg("workspace"), py::arg("stream"));
+      py::arg("workspace"), py::arg("result"), py::arg("stream"));
   m.def(
       "cuda_sum_of_squares",
       [](Pointer x, int64_t n, bool accumulate, Pointer workspace, Pointer stream) {

@@ -161,23 +161,33 @@ int partial_blocks(int64_t work, int per_block) {
 
 template <class Term>
 double elementwise_loss(const char* name, const float* a, const float* b, float* grad, int64_t n, Reduction reduction,
-                        void* workspace, std::uintptr_t stream) {
+                        void* workspace, double* result, std::uintptr_t stream) {
   Workspace* space = as_workspace(workspace);
-  if (n == 0) return 0.0;
+  if (n == 0) {
+    if (result != nullptr) check(cudaMemsetAsync(result, 0, sizeof(double), as_stream(stream)), "cudaMemsetAsync");
+    return 0.0;
+  }
   const float scale = reduction == Reduction::Mean ? static_cast<float>(1.0 / static_cast<double>(n)) : 1.0f;
   const bool vector = aligned16(a) && aligned16(b) && (grad == nullptr || aligned16(grad));
   const int blocks = partial_blocks(n, kThreads * 4);
   launch(name, elementwise_loss_kernel<Term>, dim3(blocks), dim3(kThreads), 0, stream, a, b, grad, n, scale, vector,
          space);
   finish_sum(space, blocks, reduction == Reduction::Mean ? 1.0 / static_cast<double>(n) : 1.0, false, stream);
+  if (result != nullptr) {
+    store_result(space, result, false, 1.0, stream);
+    return 0.0;
+  }
   return read_result(space, stream);
 }
 
 template <class Label>
 double softmax_cross_entropy(const float* logits, const Label* labels, float* grad, int64_t rows, int64_t classes,
-                             Reduction reduction, void* workspace, std::uintptr_t stream) {
+                             Reduction reduction, void* workspace, double* result, std::uintptr_t stream) {
   Workspace* space = as_workspace(workspace);
-  if (rows == 0) return 0.0;
+  if (rows == 0) {
+    if (result != nullptr) check(cudaMemsetAsync(result, 0, sizeof(double), as_stream(stream)), "cudaMemsetAsync");
+    return 0.0;
+  }
   const float scale = reduction == Reduction::Mean ? static_cast<float>(1.0 / static_cast<double>(rows)) : 1.0f;
   check(cudaMemsetAsync(&space->first_error, 0xff, sizeof(space->first_error), as_stream(stream)),
         "cudaMemsetAsync(first_error)");
@@ -192,44 +202,38 @@ double softmax_cross_entropy(const float* logits, const Label* labels, float* gr
            dim3(kRowThreads), 0, stream, logits, labels, grad, rows, classes, scale, space);
   }
   finish_sum(space, blocks, reduction == Reduction::Mean ? 1.0 / static_cast<double>(rows) : 1.0, false, stream);
-  const double loss = read_result(space, stream);
-  unsigned long long first_error = 0;
-  check(cudaMemcpyAsync(&first_error, &space->first_error, sizeof(first_error), cudaMemcpyDeviceToHost,
-                        as_stream(stream)),
-        "cudaMemcpyAsync(first_error)");
-  check(cudaStreamSynchronize(as_stream(stream)), "cudaStreamSynchronize");
-  if (first_error != ~0ull) {
-    Label label = 0;
-    check(cudaMemcpyAsync(&label, labels + first_error, sizeof(label), cudaMemcpyDeviceToHost, as_stream(stream)),
-          "cudaMemcpyAsync(label)");
-    check(cudaStreamSynchronize(as_stream(stream)), "cudaStreamSynchronize");
-    throw std::invalid_argument("fusedtrain::cuda::softmax_cross_entropy_loss: labels[" + std::to_string(first_error) +
-                                "] = " + std::to_string(label) + " is outside [0, " + std::to_string(classes) + ")");
+  if (result != nullptr) {
+    store_result(space, result, false, 1.0, stream);
+    return 0.0;
   }
+  const double loss = read_result(space, stream);
+  check_labels(space, labels, classes, "softmax_cross_entropy_loss", stream);
   return loss;
 }
 
 }  // namespace
 
 double mse_loss(const float* pred, const float* target, float* grad, int64_t n, Reduction reduction, void* workspace,
-                std::uintptr_t stream) {
-  return elementwise_loss<MseTerm>("mse_loss_kernel", pred, target, grad, n, reduction, workspace, stream);
+                double* result, std::uintptr_t stream) {
+  return elementwise_loss<MseTerm>("mse_loss_kernel", pred, target, grad, n, reduction, workspace, result, stream);
 }
 
 double binary_cross_entropy_loss(const float* logits, const float* target, float* grad, int64_t n,
-                                 Reduction reduction, void* workspace, std::uintptr_t stream) {
+                                 Reduction reduction, void* workspace, double* result, std::uintptr_t stream) {
   return elementwise_loss<BceTerm>("binary_cross_entropy_loss_kernel", logits, target, grad, n, reduction, workspace,
-                                   stream);
+                                   result, stream);
 }
 
 double softmax_cross_entropy_loss(const float* logits, const int32_t* labels, float* grad, int64_t rows,
-                                  int64_t classes, Reduction reduction, void* workspace, std::uintptr_t stream) {
-  return softmax_cross_entropy(logits, labels, grad, rows, classes, reduction, workspace, stream);
+                                  int64_t classes, Reduction reduction, void* workspace, double* result,
+                                  std::uintptr_t stream) {
+  return softmax_cross_entropy(logits, labels, grad, rows, classes, reduction, workspace, result, stream);
 }
 
 double softmax_cross_entropy_loss(const float* logits, const int64_t* labels, float* grad, int64_t rows,
-                                  int64_t classes, Reduction reduction, void* workspace, std::uintptr_t stream) {
-  return softmax_cross_entropy(logits, labels, grad, rows, classes, reduction, workspace, stream);
+                                  int64_t classes, Reduction reduction, void* workspace, double* result,
+                                  std::uintptr_t stream) {
+  return softmax_cross_entropy(logits, labels, grad, rows, classes, reduction, workspace, result, stream);
 }
 
 }  // namespace fusedtrain::cuda

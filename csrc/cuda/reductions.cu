@@ -37,6 +37,10 @@ __global__ void __launch_bounds__(kFinishThreads) finish_sum_kernel(Workspace* w
   if (threadIdx.x == 0) workspace->result = (accumulate ? workspace->result : 0.0) + scale * sum;
 }
 
+__global__ void store_result_kernel(const Workspace* workspace, double* result, bool count, double divisor) {
+  *result = (count ? static_cast<double>(workspace->count) : workspace->result) / divisor;
+}
+
 __global__ void __launch_bounds__(kThreads) sum_of_squares_kernel(const float* x, int64_t n, bool vector,
                                                                    Workspace* workspace) {
   __shared__ double scratch[kWarpSize];
@@ -157,7 +161,16 @@ __global__ void __launch_bounds__(kThreads) count_correct_kernel(const float* sc
   unsigned long long correct = 0;
   for (int64_t r = blockIdx.x * int64_t{kWarpsPerBlock} + threadIdx.x / kWarpSize; r < rows; r += warps) {
     const int64_t best = warp_row_argmax(scores + r * cols, cols, lane);
-    if (lane == 0 && best == static_cast<int64_t>(labels[r])) ++correct;
+    if (lane == 0) {
+      // A label outside [0, cols) is a mistake in the data, as on the CPU: its row is
+      // reported (the first one, by atomicMin), not counted as a wrong prediction.
+      const int64_t label = static_cast<int64_t>(labels[r]);
+      if (label < 0 || label >= cols) {
+        atomicMin(&workspace->first_error, static_cast<unsigned long long>(r));
+      } else if (best == label) {
+        ++correct;
+      }
+    }
   }
   correct = block_sum(correct, scratch);
   if (threadIdx.x == 0 && correct > 0) atomicAdd(&workspace->count, correct);
@@ -180,6 +193,10 @@ unsigned row_blocks(int64_t rows) {
 void finish_sum(Workspace* workspace, int blocks, double scale, bool accumulate, std::uintptr_t stream) {
   launch("finish_sum_kernel", finish_sum_kernel, dim3(1), dim3(kFinishThreads), 0, stream, workspace, blocks, scale,
          accumulate);
+}
+
+void store_result(const Workspace* workspace, double* result, bool count, double divisor, std::uintptr_t stream) {
+  launch("store_result_kernel", store_result_kernel, dim3(1), dim3(1), 0, stream, workspace, result, count, divisor);
 }
 
 double read_result(const Workspace* workspace, std::uintptr_t stream) {
@@ -239,28 +256,35 @@ void argmax_rows(const float* x, int64_t* indices, int64_t rows, int64_t cols, s
 
 template <class Label>
 static int64_t count_correct_typed(const float* scores, const Label* labels, int64_t rows, int64_t cols,
-                                   void* workspace, std::uintptr_t stream) {
+                                   void* workspace, double* result, std::uintptr_t stream) {
   Workspace* space = as_workspace(workspace);
   check(cudaMemsetAsync(&space->count, 0, sizeof(space->count), as_stream(stream)), "cudaMemsetAsync(count)");
+  check(cudaMemsetAsync(&space->first_error, 0xff, sizeof(space->first_error), as_stream(stream)),
+        "cudaMemsetAsync(first_error)");
   if (rows > 0) {
     launch("count_correct_kernel", count_correct_kernel<Label>, dim3(row_blocks(rows)), dim3(kThreads), 0, stream,
            scores, labels, rows, cols, space);
+  }
+  if (result != nullptr) {
+    store_result(space, result, true, rows > 0 ? static_cast<double>(rows) : 1.0, stream);
+    return 0;
   }
   unsigned long long count = 0;
   check(cudaMemcpyAsync(&count, &space->count, sizeof(count), cudaMemcpyDeviceToHost, as_stream(stream)),
         "cudaMemcpyAsync(count)");
   check(cudaStreamSynchronize(as_stream(stream)), "cudaStreamSynchronize");
+  check_labels(space, labels, cols, "count_correct", stream);
   return static_cast<int64_t>(count);
 }
 
 int64_t count_correct(const float* scores, const int32_t* labels, int64_t rows, int64_t cols, void* workspace,
-                      std::uintptr_t stream) {
-  return count_correct_typed(scores, labels, rows, cols, workspace, stream);
+                      double* result, std::uintptr_t stream) {
+  return count_correct_typed(scores, labels, rows, cols, workspace, result, stream);
 }
 
 int64_t count_correct(const float* scores, const int64_t* labels, int64_t rows, int64_t cols, void* workspace,
-                      std::uintptr_t stream) {
-  return count_correct_typed(scores, labels, rows, cols, workspace, stream);
+                      double* result, std::uintptr_t stream) {
+  return count_correct_typed(scores, labels, rows, cols, workspace, result, stream);
 }
 
 }  // namespace fusedtrain::cuda

@@ -3,7 +3,7 @@
 //
 // Every entry point launches on `stream` (a cudaStream_t as an integer; 0 is the default
 // stream) and returns without waiting, except those that return a value computed on the GPU
-// (the losses, count_correct, read_result), which wait for the stream. Arguments are trusted:
+// (the losses and count_correct without a `result` pointer, read_result), which wait for it. Arguments are trusted:
 // fusedtrain.ops validates shapes, dtypes and devices first, and the bindings hold every size
 // to the limits below. CUDA errors become std::runtime_error carrying the CUDA error's name; a
 // bad label std::invalid_argument.
@@ -63,27 +63,37 @@ void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols, std::
 void softmax_backward(const float* grad_output, const float* x, float* grad_input, int64_t rows, int64_t cols,
                       std::uintptr_t stream);
 
-// ---- losses: the value (the stream is waited for) and the gradient (grad may be null) ---------
+// ---- losses: the value and the gradient (grad may be null) --------------------------------------
+// With `result` null the value is returned (the stream is waited for). With a device double
+// `result` the value is stored there on the device and the call returns 0 without waiting: a
+// training step reads nothing back.
 double mse_loss(const float* pred, const float* target, float* grad, int64_t n, Reduction reduction,
-                void* workspace, std::uintptr_t stream);
+                void* workspace, double* result, std::uintptr_t stream);
 double binary_cross_entropy_loss(const float* logits, const float* target, float* grad, int64_t n,
-                                 Reduction reduction, void* workspace, std::uintptr_t stream);
+                                 Reduction reduction, void* workspace, double* result, std::uintptr_t stream);
 // Labels are checked on the device: the first one outside [0, classes) raises
 // std::invalid_argument after the kernel (grad then holds the softmax of the rows, unspecified
-// at the bad rows).
+// at the bad rows). With `result` the call does not wait, so nothing is raised: a bad label's
+// row then adds nothing to the loss (the training loop checks labels on the host first).
 double softmax_cross_entropy_loss(const float* logits, const int32_t* labels, float* grad, int64_t rows,
-                                  int64_t classes, Reduction reduction, void* workspace, std::uintptr_t stream);
+                                  int64_t classes, Reduction reduction, void* workspace, double* result,
+                                  std::uintptr_t stream);
 double softmax_cross_entropy_loss(const float* logits, const int64_t* labels, float* grad, int64_t rows,
-                                  int64_t classes, Reduction reduction, void* workspace, std::uintptr_t stream);
+                                  int64_t classes, Reduction reduction, void* workspace, double* result,
+                                  std::uintptr_t stream);
 
 // ---- reductions ------------------------------------------------------------------------------
 void bias_grad(const float* grad_output, float* grad_bias, int64_t rows, int64_t cols, void* workspace,
                std::uintptr_t stream);
 void argmax_rows(const float* x, int64_t* indices, int64_t rows, int64_t cols, std::uintptr_t stream);
+// Rows whose argmax is their label. Labels are checked on the device as by softmax cross-entropy
+// (std::invalid_argument for the first one outside [0, cols)). With a device double `result`,
+// the share of such rows (count / rows) is stored there instead and the call returns 0 without
+// waiting (a bad label is then not reported, and its row not counted).
 int64_t count_correct(const float* scores, const int32_t* labels, int64_t rows, int64_t cols, void* workspace,
-                      std::uintptr_t stream);
+                      double* result, std::uintptr_t stream);
 int64_t count_correct(const float* scores, const int64_t* labels, int64_t rows, int64_t cols, void* workspace,
-                      std::uintptr_t stream);
+                      double* result, std::uintptr_t stream);
 // The workspace's result becomes sum(x^2) (in double), or grows by it with `accumulate`; the
 // value stays on the device (read_result fetches it).
 void sum_of_squares(const float* x, int64_t n, bool accumulate, void* workspace, std::uintptr_t stream);

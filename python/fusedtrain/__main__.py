@@ -60,8 +60,8 @@ def _add_train(commands) -> None:
                        help="validation fraction (default: 0.15)")
     train.add_argument("--test-split", type=float, default=0.15, metavar="FRACTION",
                        help="test fraction (default: 0.15)")
-    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                       help="auto trains on the CPU until the CUDA training backend exists")
+    train.add_argument("--device", default="auto", metavar="DEVICE",
+                       help="auto (the GPU where one is usable, else the CPU), cpu, cuda or cuda:N (default: auto)")
     train.add_argument("--seed", type=int, default=0, metavar="N", help="for the split, the weights and the shuffling")
     train.add_argument("--out", default="model.safetensors", metavar="PATH",
                        help="the model file (default: model.safetensors); the plot goes beside it")

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import layers, serialization
+from . import backends, layers, serialization
 from .callbacks import EarlyStopping
 from .data import to_float32, train_val_test_split
 from .datasets import load_digits
@@ -430,7 +430,7 @@ def load_model(path: str) -> Tuple[Sequential, TaskInfo]:
     _check_readable(path)
     try:
         stored = serialization.read(path)
-        model = serialization.load(path)
+        model = serialization.load(path, device=backends.resolve("auto", announce=False).name)
     except ValueError as error:
         raise UsageError(str(error)) from None
     except OSError as error:
@@ -600,12 +600,17 @@ def build_model(features: int, outputs: int, args, mean: np.ndarray, variance: n
                for units in args.layers]
     stack.append(Dense(outputs))
     try:
-        model = Sequential(stack, input_dim=features, device=args.device, seed=args.seed)
+        # Resolved here so that device="auto" puts its reason in the report, not on stderr.
+        backend = backends.resolve(args.device, announce=False)
+        model = Sequential(stack, input_dim=features, device=backend.name, seed=args.seed)
+        model.backend.reason = backend.reason
         model.build()
-    except NotImplementedError:
-        raise UsageError(f"--device {args.device}: training on the GPU is not available yet; use --device cpu "
-                         f"or auto") from None
+    except RuntimeError as error:
+        # device="cuda" where no GPU is usable: the message says what is missing.
+        raise UsageError(f"--device {args.device}: {error}") from None
     except ValueError as error:
+        if str(error).startswith("device:"):
+            raise UsageError(f"--device: {str(error)[len('device: '):]}") from None
         # The layer sizes are what the user chose here: a layer too large for the machine's memory.
         raise UsageError(f"--layers: {error}") from None
     return model
@@ -712,7 +717,10 @@ def _device_text(model: Sequential) -> str:
     from . import _C
     from ._threads import get_num_threads
 
-    return f"{model.device} ({_C.simd_path()}, {get_num_threads()} threads)"
+    if model.backend.kind == "cuda":
+        return f"{model.device} ({_C.cuda_query()['devices'][model.backend.index]})"
+    fallback = f"; no GPU: {model.backend.reason}" if model.backend.reason else ""
+    return f"{model.device} ({_C.simd_path()}, {get_num_threads()} threads{fallback})"
 
 
 def _write_plot(path: str, history: Dict[str, List[float]], metric: str, best_epoch: Optional[int],

@@ -14,6 +14,7 @@ from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .backends import CpuBackend
 from .ops import _checks as check
 
 
@@ -152,13 +153,18 @@ class BatchLoader:
     sample) per iteration, in batches of ``batch_size`` rows; the last batch holds the rest.
 
     With ``shuffle`` each pass draws a new permutation from ``rng`` and gathers the rows into
-    buffers allocated once (``np.take(..., out=)``); the batches are views of those buffers,
-    valid until the next batch. Without it the batches are slices of ``x`` and ``y``."""
+    buffers allocated once (``take`` with ``out=``); the batches are views of those buffers,
+    valid until the next batch. Without it the batches are slices of ``x`` and ``y``.
+    ``backend`` (fusedtrain.backends) owns the arrays: on a GPU x, y and the buffers are CuPy
+    arrays, the permutation (drawn on the host) is copied there once per pass, and the gather
+    runs on the GPU."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
-                 rng: Optional[np.random.Generator] = None):
-        self.x = check.array(x, "x", dtype=x.dtype)
-        self.y = check.array(y, "y", dtype=y.dtype)
+    def __init__(self, x: Any, y: Any, batch_size: int, shuffle: bool = True,
+                 rng: Optional[np.random.Generator] = None, backend: Any = None):
+        self.backend = backend = backend if backend is not None else CpuBackend()
+        xp = backend.xp
+        self.x = check.array(x, "x", dtype=x.dtype, xp=xp)
+        self.y = check.array(y, "y", dtype=y.dtype, xp=xp)
         if self.y.shape[0] != self.x.shape[0]:
             raise ValueError(f"y: expected {self.x.shape[0]} rows (as many as x), got {self.y.shape[0]}")
         if self.x.shape[0] == 0:
@@ -169,15 +175,15 @@ class BatchLoader:
             raise TypeError("rng: shuffling needs a numpy.random.Generator")
         self.rng = rng
         rows = min(self.batch_size, self.x.shape[0])
-        self._x_buffer = np.empty((rows,) + self.x.shape[1:], dtype=self.x.dtype) if self.shuffle else None
-        self._y_buffer = np.empty((rows,) + self.y.shape[1:], dtype=self.y.dtype) if self.shuffle else None
+        self._x_buffer = xp.empty((rows,) + self.x.shape[1:], dtype=self.x.dtype) if self.shuffle else None
+        self._y_buffer = xp.empty((rows,) + self.y.shape[1:], dtype=self.y.dtype) if self.shuffle else None
 
     def __len__(self) -> int:
         return -(-self.x.shape[0] // self.batch_size)
 
-    def __iter__(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    def __iter__(self) -> Iterator[Tuple[Any, Any]]:
         count = self.x.shape[0]
-        order = self.rng.permutation(count) if self.shuffle else None
+        order = self.backend.indices(self.rng.permutation(count)) if self.shuffle else None
         for start in range(0, count, self.batch_size):
             stop = min(start + self.batch_size, count)
             if order is None:
@@ -185,8 +191,6 @@ class BatchLoader:
                 continue
             indices = order[start:stop]
             rows = stop - start
-            # mode="clip": the indices are valid by construction, and NumPy buffers `out` (an
-            # extra allocation per batch) in the default mode "raise".
-            x_batch = np.take(self.x, indices, axis=0, out=self._x_buffer[:rows], mode="clip")
-            y_batch = np.take(self.y, indices, axis=0, out=self._y_buffer[:rows], mode="clip")
+            x_batch = self.backend.take_rows(self.x, indices, self._x_buffer[:rows])
+            y_batch = self.backend.take_rows(self.y, indices, self._y_buffer[:rows])
             yield x_batch, y_batch

@@ -9,7 +9,7 @@
 - ``host_array(value, name)``: the input rule of fit/evaluate/predict for objects that are not
   NumPy arrays: CPU arrays with ``__dlpack__`` (PyTorch tensors, JAX arrays, ...) are read
   without a copy through ``np.from_dlpack``; GPU arrays (CuPy, CUDA tensors) are refused with a
-  TypeError, as training runs on the CPU until the CUDA training backend exists.
+  TypeError here (a model on a GPU takes CuPy features itself, see models.py).
 
 PyTorch stays optional: it is imported by the functions that need it, never by fusedtrain."""
 
@@ -36,17 +36,17 @@ def host_array(value: Any, name: str) -> Any:
     if isinstance(value, np.ndarray):
         return value
     if check.is_cupy(value) or hasattr(value, "__cuda_array_interface__"):
-        raise TypeError(f"{name}: a GPU array ({type(value).__module__}.{type(value).__name__}); fusedtrain "
-                        f"trains on the CPU until its CUDA training backend exists (Sequential(device='cuda') "
-                        f"is not available yet). Copy it to the host first: {name}.get() for CuPy, "
-                        f"{name}.cpu() for PyTorch")
+        raise TypeError(f"{name}: a GPU array ({type(value).__module__}.{type(value).__name__}); a model on "
+                        f"the CPU takes host arrays: train with Sequential(device='cuda') to use CuPy arrays on "
+                        f"the GPU, or copy it to the host first ({name}.get() for CuPy, {name}.cpu() for PyTorch)")
     if not hasattr(value, "__dlpack__"):
         return value
     device = value.__dlpack_device__()[0] if hasattr(value, "__dlpack_device__") else _DLPACK_CPU
     if int(device) != _DLPACK_CPU:
         where = _DLPACK_DEVICES.get(int(device), f"DLPack device type {int(device)}")
-        raise TypeError(f"{name}: an array in {where} memory; fusedtrain trains on the CPU until its CUDA "
-                        f"training backend exists. Copy it to the host first (e.g. {name}.cpu() for PyTorch)")
+        raise TypeError(f"{name}: an array in {where} memory; fusedtrain takes host arrays or, on a model with "
+                        f"device='cuda', CuPy arrays. Copy it to the host first (e.g. {name}.cpu() for PyTorch), or "
+                        f"pass cupy.from_dlpack({name})")
     try:
         return np.from_dlpack(value)
     except (TypeError, ValueError, RuntimeError, BufferError) as error:
@@ -59,7 +59,7 @@ def state_dict(model) -> Dict[str, np.ndarray]:
     from .serialization import layer_tensors
 
     model._require_built("state_dict")
-    return {key: np.array(value) for key, value in layer_tensors(model).items()}
+    return {key: model.backend.to_host(value, copy=True) for key, value in layer_tensors(model).items()}
 
 
 def _torch():
@@ -146,9 +146,9 @@ def to_torch_state_dict(model, output: str = "predict") -> "OrderedDict[str, Any
     result: "OrderedDict[str, Any]" = OrderedDict()
     for index, position in positions.items():
         layer = model.layers[index]
-        result[f"{position}.weight"] = torch.from_numpy(np.ascontiguousarray(layer.kernel.T))
+        result[f"{position}.weight"] = torch.from_numpy(np.ascontiguousarray(model.backend.to_host(layer.kernel).T))
         if layer.use_bias:
-            result[f"{position}.bias"] = torch.from_numpy(np.array(layer.bias))
+            result[f"{position}.bias"] = torch.from_numpy(model.backend.to_host(layer.bias, copy=True))
     return result
 
 

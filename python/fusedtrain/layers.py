@@ -5,7 +5,8 @@ Keras, and ``bias``) and their gradients are views into the model's flat buffers
 per-batch arrays it writes (``allocate``) are created once per training run and reused by every
 batch. ``forward`` keeps what ``backward`` needs: the *_grad kernels take the forward's input,
 so a Dense layer keeps its pre-activation (with relu or leaky_relu only its output, at which
-their derivative is the same)."""
+their derivative is the same). The arrays are those of the model's backend (``_backend``:
+NumPy on the CPU, CuPy on a GPU); a layer names no array library."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import initializers, ops, regularizers
+from .backends import CpuBackend
 from .data import features, to_float32
 from .ops import _checks as check
 
@@ -107,8 +109,10 @@ class Layer:
         self.output_dim: Optional[int] = None
         self._parameters: Dict[str, np.ndarray] = {}
         self._gradients: Dict[str, np.ndarray] = {}
-        # The model this layer was added to: a layer's views point into one model's buffers.
+        # The model this layer was added to: a layer's views point into one model's buffers,
+        # which its backend owns (the model sets it when it builds).
         self._model = None
+        self._backend = CpuBackend()
 
     @property
     def trainable(self) -> bool:
@@ -257,7 +261,7 @@ class Dense(Layer):
                              f"{self.declared_input_dim}, but its input has {input_dim} features")
         super().build(input_dim, parameters, gradients)
         if self.kernel_regularizer is not None:
-            self._regularizer_scratch = np.empty((input_dim, self.units), dtype=np.float32)
+            self._regularizer_scratch = self._backend.xp.empty((input_dim, self.units), dtype=np.float32)
 
     @property
     def kernel(self) -> np.ndarray:
@@ -280,15 +284,16 @@ class Dense(Layer):
         return self.activation
 
     def initialize(self, rng):
-        self.kernel[...] = self.kernel_initializer(self.kernel.shape, rng)
+        self._backend.assign(self.kernel, self.kernel_initializer(tuple(self.kernel.shape), rng))
         if self.use_bias:
-            self.bias[...] = self.bias_initializer(self.bias.shape, rng)
+            self._backend.assign(self.bias, self.bias_initializer(tuple(self.bias.shape), rng))
 
     def allocate(self, rows, training):
-        pre = np.empty((rows, self.units), dtype=np.float32)
+        xp = self._backend.xp
+        pre = xp.empty((rows, self.units), dtype=np.float32)
         if not training or self.activation is None:
             return {"pre": pre, "out": pre}
-        return {"pre": pre, "out": np.empty((rows, self.units), dtype=np.float32)}
+        return {"pre": pre, "out": xp.empty((rows, self.units), dtype=np.float32)}
 
     def forward(self, x, buffers, training, step, apply_activation=True):
         rows = x.shape[0]
@@ -383,8 +388,9 @@ class Dropout(Layer):
     def allocate(self, rows, training):
         if not training or self.rate == 0.0:
             return {}
-        return {"out": np.empty((rows, self.input_dim), dtype=np.float32),
-                "mask": np.empty((rows, self.input_dim), dtype=np.uint8)}
+        xp = self._backend.xp
+        return {"out": xp.empty((rows, self.input_dim), dtype=np.float32),
+                "mask": xp.empty((rows, self.input_dim), dtype=np.uint8)}
 
     def forward(self, x, buffers, training, step, apply_activation=True):
         if not training or self.rate == 0.0:
@@ -400,7 +406,7 @@ class Dropout(Layer):
             return
         if "mask" not in buffers:
             # The forward pass was the identity (rate 0, or dropout inactive for this pass).
-            np.copyto(grad_input, grad_output)
+            self._backend.xp.copyto(grad_input, grad_output)
             return
         ops.dropout_grad(grad_output, buffers["mask"][:x.shape[0]], self.rate, out=grad_input)
 
@@ -430,7 +436,7 @@ class Activation(Layer):
     def allocate(self, rows, training):
         if self.activation is None:
             return {}
-        return {"out": np.empty((rows, self.input_dim), dtype=np.float32)}
+        return {"out": self._backend.xp.empty((rows, self.input_dim), dtype=np.float32)}
 
     def forward(self, x, buffers, training, step, apply_activation=True):
         if self.activation is None or not apply_activation:
@@ -441,7 +447,7 @@ class Activation(Layer):
         if grad_input is None:
             return
         if self.activation is None or not apply_activation:
-            np.copyto(grad_input, grad_output)
+            self._backend.xp.copyto(grad_input, grad_output)
             return
         activation_grad(self.activation, self.negative_slope, grad_output, x, grad_input)
 
@@ -545,8 +551,8 @@ class Normalization(Layer):
         if self.built:
             if mean.shape[0] != self.input_dim:
                 raise ValueError(f"x: the layer is built for {self.input_dim} features, got {mean.shape[0]}")
-            self.mean[...] = mean
-            self.variance[...] = variance
+            self._backend.assign(self.mean, mean)
+            self._backend.assign(self.variance, variance)
             return
         self._statistics = (mean, variance)
         self.declared_input_dim = mean.shape[0]
@@ -586,28 +592,30 @@ class Normalization(Layer):
 
     def initialize(self, rng):
         mean, variance = self._statistics if self._statistics is not None else (0.0, 1.0)
-        self.mean[...] = mean
-        self.variance[...] = variance
+        self._backend.assign(self.mean, mean)
+        self._backend.assign(self.variance, variance)
 
     def allocate(self, rows, training):
-        return {"out": np.empty((rows, self.input_dim), dtype=np.float32),
-                "scale": np.empty(self.input_dim, dtype=np.float32)}
+        xp = self._backend.xp
+        return {"out": xp.empty((rows, self.input_dim), dtype=np.float32),
+                "scale": xp.empty(self.input_dim, dtype=np.float32)}
 
     def forward(self, x, buffers, training, step, apply_activation=True):
         # The scale is recomputed per batch (one value per feature) so that set_weights and
         # load_weights take effect at once.
+        xp = self._backend.xp
         scale = buffers["scale"]
-        np.sqrt(self.variance, out=scale)
-        np.maximum(scale, np.float32(self.epsilon), out=scale)
-        np.reciprocal(scale, out=scale)
+        xp.sqrt(self.variance, out=scale)
+        xp.maximum(scale, np.float32(self.epsilon), out=scale)
+        xp.reciprocal(scale, out=scale)
         out = buffers["out"][:x.shape[0]]
-        np.subtract(x, self.mean, out=out)
-        np.multiply(out, scale, out=out)
+        xp.subtract(x, self.mean, out=out)
+        xp.multiply(out, scale, out=out)
         return out
 
     def backward(self, grad_output, x, buffers, grad_input, apply_activation=True):
         if grad_input is not None:
-            np.multiply(grad_output, buffers["scale"], out=grad_input)
+            self._backend.xp.multiply(grad_output, buffers["scale"], out=grad_input)
 
     def get_config(self):
         # mean and variance are weights (tensors in a model file), not settings.

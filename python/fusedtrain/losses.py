@@ -12,7 +12,7 @@ cross-entropy, sigmoid with sparse categorical cross-entropy) raise ValueError."
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -37,8 +37,9 @@ class Loss:
         """``y`` checked and converted for a model with ``units`` outputs (a new array or y)."""
         raise NotImplementedError
 
-    def __call__(self, outputs: np.ndarray, targets: np.ndarray, grad_out: np.ndarray) -> float:
-        """The mean loss over the batch; its gradient w.r.t. ``outputs`` goes to ``grad_out``."""
+    def __call__(self, outputs: np.ndarray, targets: np.ndarray, grad_out: np.ndarray, loss_out: Any = None) -> Any:
+        """The mean loss over the batch (a Python float, or ``loss_out`` holding it: see the
+        ops' loss_out); its gradient w.r.t. ``outputs`` goes to ``grad_out``."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -65,8 +66,8 @@ class MeanSquaredError(Loss):
     def targets(self, y, rows: int, units: int) -> np.ndarray:
         return _float_targets(y, rows, units, "mse")
 
-    def __call__(self, outputs, targets, grad_out):
-        loss, _ = ops.mse(outputs, targets, out=grad_out)
+    def __call__(self, outputs, targets, grad_out, loss_out=None):
+        loss, _ = ops.mse(outputs, targets, out=grad_out, loss_out=loss_out)
         return loss
 
 
@@ -95,8 +96,8 @@ class BinaryCrossentropy(Loss):
                              f"index {index if units > 1 else index[0]}")
         return targets
 
-    def __call__(self, outputs, targets, grad_out):
-        loss, _ = ops.binary_cross_entropy(outputs, targets, out=grad_out)
+    def __call__(self, outputs, targets, grad_out, loss_out=None):
+        loss, _ = ops.binary_cross_entropy(outputs, targets, out=grad_out, loss_out=loss_out)
         return loss
 
 
@@ -143,8 +144,8 @@ class SparseCategoricalCrossentropy(Loss):
                                  f"got {bad:g} at index {index}")
         return labels.astype(np.int64)
 
-    def __call__(self, outputs, targets, grad_out):
-        loss, _ = ops.softmax_cross_entropy(outputs, targets, out=grad_out)
+    def __call__(self, outputs, targets, grad_out, loss_out=None):
+        loss, _ = ops.softmax_cross_entropy(outputs, targets, out=grad_out, loss_out=loss_out)
         return loss
 
 

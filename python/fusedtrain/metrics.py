@@ -10,13 +10,22 @@ shape, so they need the mse or binary cross-entropy loss."""
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
 from . import ops
+from .backends import array_module
 from .ops import _checks as check
 from .losses import Loss
+
+
+def _mean(total: Any, count: int, out: Any) -> Any:
+    """total / count: a Python float, or stored into ``out`` on the array's device."""
+    if out is None:
+        return float(total) / count
+    array_module(out).divide(total, float(count), out=out)
+    return out
 
 
 class Metric:
@@ -29,8 +38,11 @@ class Metric:
     def check(self, loss: Loss) -> None:
         """Raises ValueError when this metric has no meaning for ``loss``."""
 
-    def __call__(self, y_true: np.ndarray, y_pred: np.ndarray, task: str, scratch: np.ndarray) -> float:
-        """Mean over the batch; ``scratch`` is a float32 array of y_pred's shape to work in."""
+    def __call__(self, y_true: np.ndarray, y_pred: np.ndarray, task: str, scratch: np.ndarray,
+                 out: Any = None) -> Any:
+        """Mean over the batch; ``scratch`` is a float32 array of y_pred's shape to work in.
+        With ``out`` (a float64 array of shape (1,) of the inputs' library) the mean is stored
+        there, without a read-back on the GPU, and ``out`` returned."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -47,10 +59,12 @@ class Accuracy(Metric):
             raise ValueError(f"metrics: accuracy needs a classification loss (binary_crossentropy or "
                              f"sparse_categorical_crossentropy), got {loss.name}")
 
-    def __call__(self, y_true, y_pred, task, scratch):
+    def __call__(self, y_true, y_pred, task, scratch, out=None):
         if task == "multiclass":
-            return ops.accuracy(y_pred, y_true)
-        return float(np.count_nonzero((y_pred > 0.0) == (y_true > 0.5))) / y_pred.size
+            return ops.accuracy(y_pred, y_true, out=out)
+        xp = array_module(y_pred)
+        correct = xp.count_nonzero((y_pred > 0.0) == (y_true > 0.5))
+        return _mean(correct, y_pred.size, out)
 
 
 class _Elementwise(Metric):
@@ -63,17 +77,18 @@ class _Elementwise(Metric):
 class MeanAbsoluteError(_Elementwise):
     name = "mae"
 
-    def __call__(self, y_true, y_pred, task, scratch):
-        np.subtract(y_pred, y_true, out=scratch)
-        np.abs(scratch, out=scratch)
-        return float(scratch.mean(dtype=np.float64))
+    def __call__(self, y_true, y_pred, task, scratch, out=None):
+        xp = array_module(y_pred)
+        xp.subtract(y_pred, y_true, out=scratch)
+        xp.abs(scratch, out=scratch)
+        return _mean(scratch.sum(dtype=np.float64), y_pred.size, out)
 
 
 class MeanSquaredError(_Elementwise):
     name = "mse"
 
-    def __call__(self, y_true, y_pred, task, scratch):
-        loss, _ = ops.mse(y_pred, y_true, out=scratch)
+    def __call__(self, y_true, y_pred, task, scratch, out=None):
+        loss, _ = ops.mse(y_pred, y_true, out=scratch, loss_out=out)
         return loss
 
 

@@ -9,7 +9,12 @@ any other numeric array (float64, integers) is converted once, before training, 
 ``np.asarray(x, dtype=np.float32)``. NaN, infinities and values that overflow float32 raise
 ValueError before training starts, as do targets that do not fit the loss (see losses.py).
 Objects with ``__dlpack__`` in CPU memory (PyTorch tensors, ...) are read first without a copy
-(np.from_dlpack); GPU arrays (CuPy) raise TypeError until the CUDA training backend exists.
+(np.from_dlpack). A model on a GPU (``device="cuda"``) copies NumPy data to the GPU once per
+call and takes features in GPU memory (CuPy arrays, DLPack objects such as CUDA tensors) in
+place; a model on the CPU refuses GPU arrays.
+
+Devices: ``device`` picks a backend (backends/): the array module every buffer of the model is
+created with. The training code below is the same for every device.
 
 Files: save / fusedtrain.load, save_weights / load_weights and save_checkpoint / fit(resume=)
 are thin wrappers of serialization.py, which holds the file format.
@@ -20,6 +25,7 @@ give bit-identical weights and history on the same machine."""
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import warnings
@@ -27,6 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import backends
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
@@ -37,20 +44,22 @@ from .interop import host_array
 from .layers import Dense, Dropout, Layer, activate
 from .ops import _checks as check
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = backends.DEVICES
+# DLPack's device type code for CUDA memory (DLDeviceType.kDLCUDA).
+_DLPACK_CUDA = 2
 # Default rows per batch of evaluate and predict (inference needs no small batches).
 INFERENCE_BATCH_SIZE = 256
 
 
-def _resolve_device(device: str) -> str:
-    if not isinstance(device, str) or device.split(":")[0] not in DEVICES:
-        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device.startswith("cuda"):
-        raise NotImplementedError("device='cuda': the CUDA training backend is not available yet; the "
-                                  "CUDA kernels can be called through fusedtrain.ops on CuPy arrays. "
-                                  "Use device='cpu' or device='auto' to train.")
-    # "auto" trains on the CPU until the CUDA training backend exists; it never fails.
-    return "cpu"
+def _on_device(method: Callable) -> Callable:
+    """Runs a method of the model with the model's GPU current (CuPy's device context)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.backend.scope():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class _Workspace:
@@ -59,6 +68,7 @@ class _Workspace:
     def __init__(self, model: "Sequential", rows: int, training: bool, probabilities: bool,
                  dropout: bool = True):
         units = model.output_dim
+        xp = model.backend.xp
         self.rows = rows
         self.training = training
         self.dropout = training and dropout
@@ -66,10 +76,10 @@ class _Workspace:
                         for layer in model.layers]
         self.inputs: List[Optional[np.ndarray]] = [None] * len(model.layers)
         # Gradient with respect to each layer's output; the last one receives the loss gradient.
-        self.grads = ([np.empty((rows, layer.output_dim), dtype=np.float32) for layer in model.layers]
-                      if training else [np.empty((rows, units), dtype=np.float32)])
-        self.scratch = np.empty((rows, units), dtype=np.float32)
-        self.probabilities = np.empty((rows, units), dtype=np.float32) if probabilities else None
+        self.grads = ([xp.empty((rows, layer.output_dim), dtype=np.float32) for layer in model.layers]
+                      if training else [xp.empty((rows, units), dtype=np.float32)])
+        self.scratch = xp.empty((rows, units), dtype=np.float32)
+        self.probabilities = xp.empty((rows, units), dtype=np.float32) if probabilities else None
 
 
 class _TrainingRun:
@@ -91,13 +101,16 @@ class Sequential:
     """A linear stack of layers.
 
     ``input_dim`` (features per sample) may be given here, on the first Dense layer, or left to
-    be inferred from the first data seen. ``device``: "auto" and "cpu" train on the CPU; "cuda"
-    raises NotImplementedError (the CUDA training backend is not available yet). ``seed``
-    (an integer >= 0) makes the initial weights reproducible; None draws fresh entropy."""
+    be inferred from the first data seen. ``device``: "cpu"; "cuda" or "cuda:N" (GPU 0 or N:
+    RuntimeError saying what is missing where that GPU cannot be used); "auto" (the default):
+    GPU 0 where it is usable, else the CPU with one line on stderr saying why.
+    ``model.device`` is the device chosen ("cpu" or "cuda:N"). ``seed`` (an integer >= 0) makes
+    the initial weights reproducible; None draws fresh entropy."""
 
     def __init__(self, layers: Optional[Sequence[Layer]] = None, input_dim: Optional[int] = None,
                  device: str = "auto", seed: Optional[int] = None, name: str = "sequential"):
-        self.device = _resolve_device(device)
+        self.backend = backends.resolve(device)
+        self.device = self.backend.name
         self.seed = None if seed is None else check.integer(seed, "seed", low=0)
         self._entropy = self.seed if self.seed is not None else np.random.SeedSequence().entropy
         self.name = name
@@ -162,6 +175,7 @@ class Sequential:
             dim = layer.output_dim_for(dim)
         return layout
 
+    @_on_device
     def build(self, input_dim: Optional[int] = None) -> None:
         """Lays out the flat buffers for ``input_dim`` features and initialises the weights."""
         if input_dim is not None:
@@ -179,11 +193,13 @@ class Sequential:
             raise ValueError("layers: the model has no layers; add() some first")
         layout = self._layout(input_dim)
         size = sum(int(np.prod(shape)) for entries in layout for _, shape, _ in entries)
-        parameters = np.zeros(size, dtype=np.float32)
-        gradients = np.zeros(size, dtype=np.float32)
+        xp = self.backend.xp
+        parameters = xp.zeros(size, dtype=np.float32)
+        gradients = xp.zeros(size, dtype=np.float32)
         self._ranges = []
         dim = input_dim
         for layer, entries in zip(self.layers, layout):
+            layer._backend = self.backend
             views = {name: parameters[offset:offset + int(np.prod(shape))].reshape(shape)
                      for name, shape, offset in entries}
             grad_views = {name: gradients[offset:offset + int(np.prod(shape))].reshape(shape)
@@ -223,6 +239,7 @@ class Sequential:
 
     # Compilation --------------------------------------------------------------------------------
 
+    @_on_device
     def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Optional[Sequence[Any]] = None) -> None:
         """Chooses the optimizer (name or object), the loss (name or object) and the metrics."""
         if loss is None:
@@ -244,7 +261,7 @@ class Sequential:
         if self.layers:
             self._fold(loss)
         if self.built and optimizer.built and optimizer.size != self.parameters.size:
-            optimizer.build(self.parameters.size)
+            optimizer.build(self.parameters.size, self.backend)
         self.optimizer, self.loss, self.metrics = optimizer, loss, resolved
 
     @property
@@ -311,30 +328,74 @@ class Sequential:
                 segments.append((start, stop))
         return segments
 
-    def _batch_metrics(self, y: np.ndarray, logits: np.ndarray, workspace: _Workspace) -> List[float]:
+    def _batch_metrics(self, y: Any, logits: Any, workspace: _Workspace, totals: Any) -> List[Any]:
+        """The metrics of one batch: Python floats, or on a GPU the slots of ``totals`` that
+        the ops wrote them to."""
         rows = logits.shape[0]
         link = self._link()
         predictions = logits
         if link is not None and workspace.probabilities is not None:
             predictions = activate(link, 0.0, logits, workspace.probabilities[:rows])
         scratch = workspace.scratch[:rows]
-        return [metric(y, predictions if metric.uses_probabilities else logits, self.loss.task, scratch)
-                for metric in self.metrics]
+        return [metric(y, predictions if metric.uses_probabilities else logits, self.loss.task, scratch,
+                       out=totals.slot(index + 1))
+                for index, metric in enumerate(self.metrics)]
 
     def _needs_probabilities(self) -> bool:
         return self._link() is not None and any(metric.uses_probabilities for metric in self.metrics)
 
     # Input checks -------------------------------------------------------------------------------
 
-    def _features(self, x: Any, name: str = "x") -> np.ndarray:
-        array = features(host_array(x, name), name, self.input_dim)
+    def _gpu_array(self, value: Any) -> Any:
+        """``value`` as a CuPy array when the model is on a GPU and ``value`` is in GPU memory (a
+        CuPy array, or a DLPack object such as a CUDA tensor, read without a copy), else None."""
+        if self.backend.kind != "cuda":
+            return None
+        if check.is_cupy(value):
+            return value
+        if hasattr(value, "__dlpack__") and hasattr(value, "__dlpack_device__"):
+            if int(value.__dlpack_device__()[0]) == _DLPACK_CUDA:
+                return self.backend.xp.from_dlpack(value)
+        return None
+
+    def _features(self, x: Any, name: str = "x") -> Any:
+        """``x`` checked and converted (data.features), on the model's device."""
+        on_gpu = self._gpu_array(x)
+        if on_gpu is not None:
+            array = self._device_features(on_gpu, name)
+        else:
+            array = self.backend.to_device(features(host_array(x, name), name, self.input_dim), name)
         if not self.built:
             self.build(array.shape[1])
+        return array
+
+    def _device_features(self, x: Any, name: str) -> Any:
+        """CuPy features: used in place when float32, C-contiguous and on the model's GPU; the
+        checks of data.features run on the GPU (one read for the finiteness test)."""
+        if x.device.id != self.backend.index:
+            raise ValueError(f"{name}: is on GPU {x.device.id}, but the model is on {self.device}")
+        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"{name}: expected a non-empty 2-D array (samples, features), got shape {tuple(x.shape)}")
+        if self.input_dim is not None and x.shape[1] != self.input_dim:
+            raise ValueError(f"{name}: the model takes {self.input_dim} features per sample, got {x.shape[1]} "
+                             f"(shape {tuple(x.shape)})")
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: expected numeric values, got dtype {x.dtype}")
+        xp = self.backend.xp
+        with self.backend.scope():
+            array = xp.ascontiguousarray(x, dtype=np.float32)
+            if not bool(xp.isfinite(array).all()):
+                raise ValueError(f"{name}: contains NaN or infinite values (or values that overflow float32); "
+                                 f"remove or impute them first")
         return array
 
     def _targets(self, y: Any, rows: int, name: str = "y") -> np.ndarray:
         if y is None:
             raise TypeError(f"{name}: expected an array of targets, one per sample, got None")
+        on_gpu = self._gpu_array(y)
+        if on_gpu is not None:
+            # Targets are checked on the host (losses.py), then copied back: small next to x.
+            y = self.backend.xp.asnumpy(on_gpu)
         y = host_array(y, name)
         shape = np.shape(y)
         if len(shape) == 0:
@@ -342,7 +403,7 @@ class Sequential:
         if shape[0] != rows:
             raise ValueError(f"{name}: expected {rows} samples (as many rows as x), got {shape[0]}")
         try:
-            return self.loss.targets(y, rows, self.output_dim)
+            return self.backend.to_device(self.loss.targets(y, rows, self.output_dim), name)
         except (ValueError, TypeError) as error:
             message = str(error)
             if name != "y" and message.startswith("y:"):
@@ -351,6 +412,7 @@ class Sequential:
 
     # Training -----------------------------------------------------------------------------------
 
+    @_on_device
     def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32, validation_data: Any = None,
             validation_split: float = 0.0, shuffle: bool = True, callbacks: Optional[Sequence[Callback]] = None,
             verbose: int = 1, seed: Optional[int] = None, terminate_on_nan: bool = True,
@@ -365,7 +427,9 @@ class Sequential:
             seed and the number of earlier fit calls when None).
         terminate_on_nan: stop at the first batch whose loss is NaN or infinite, before the
             update, with a RuntimeWarning naming the epoch and batch; the history keeps the
-            epochs completed.
+            epochs completed. On a GPU the loss stays on the device: it is checked every 100
+            batches and at the end of each epoch (one read each), and the warning names the
+            batches since the last check; the weights may then hold non-finite values.
         optimizer, loss, metrics: compile with these first (any given replaces the compiled one).
         initial_epoch: the index of the first epoch to run (Keras): training runs epochs
             initial_epoch .. epochs - 1, so ``epochs`` is where training ends, not a number of
@@ -379,7 +443,9 @@ class Sequential:
         The history holds, per epoch: loss (the mean over the epoch's batches, weighted by their
         size, regularization penalties included), the metrics, the val_* values and lr.
         x, y and validation data may be NumPy arrays, anything np.asarray accepts, or objects
-        with __dlpack__ on the CPU (e.g. PyTorch tensors; read without a copy)."""
+        with __dlpack__ on the CPU (e.g. PyTorch tensors; read without a copy). On a GPU they
+        are copied to the device once per call; CuPy features on the model's GPU are used in
+        place."""
         if optimizer is not None or loss is not None or metrics is not None:
             self.compile(optimizer if optimizer is not None else (self.optimizer or "rmsprop"),
                          loss if loss is not None else self.loss,
@@ -423,14 +489,14 @@ class Sequential:
             rng = checkpoint.restore(self)
         if rng is None:
             rng = self._seed_run(seed)
-        loader = BatchLoader(x_train, y_train, batch_size, shuffle=bool(shuffle), rng=rng)
+        loader = BatchLoader(x_train, y_train, batch_size, shuffle=bool(shuffle), rng=rng, backend=self.backend)
         rows = min(batch_size, x_train.shape[0])
         workspace = _Workspace(self, rows, training=True, probabilities=self._needs_probabilities())
         validation_workspace = None
         if x_val is not None:
             validation_workspace = _Workspace(self, min(batch_size, x_val.shape[0]), training=False,
                                               probabilities=self._needs_probabilities())
-        self.optimizer.build(self.parameters.size)
+        self.optimizer.build(self.parameters.size, self.backend)
         segments = self._trainable_segments()
         first = self._first_trainable()
         for layer, (start, stop) in zip(self.layers, self._ranges):
@@ -462,27 +528,34 @@ class Sequential:
         for epoch in range(epochs if self.stop_training else initial_epoch, epochs):
             run.in_epoch = True
             callback_list.on_epoch_begin(epoch)
-            totals = [0.0] * len(names)
-            seen = 0
+            totals = self.backend.totals(len(names))
             diverged = False
+            checked = 0
             for batch, (x_batch, y_batch) in enumerate(loader):
                 callback_list.on_train_batch_begin(batch)
-                values = self._train_batch(x_batch, y_batch, workspace, fold, segments, first,
-                                           check_finite=bool(terminate_on_nan))
-                if values is None:
-                    self._report_divergence(epoch, batch, len(loader), verbose)
+                if not self._train_batch(x_batch, y_batch, workspace, fold, segments, first, totals,
+                                         check_finite=bool(terminate_on_nan)):
+                    self._report_divergence(epoch, batch, batch, len(loader), verbose)
                     diverged = True
                     break
-                batch_rows = x_batch.shape[0]
-                seen += batch_rows
-                totals = [total + value * batch_rows for total, value in zip(totals, values)]
-                callback_list.on_train_batch_end(batch, {name: total / seen for name, total in zip(names, totals)})
+                if terminate_on_nan and totals.check_due(batch):
+                    if not totals.loss_is_finite():
+                        self._report_divergence(epoch, checked, batch, len(loader), verbose)
+                        diverged = True
+                        break
+                    checked = batch + 1
+                callback_list.on_train_batch_end(batch, totals.batch_logs(names))
                 if self.stop_training:
                     break
             if diverged:
                 self.stop_training = True
                 break
-            epoch_logs = {name: total / seen for name, total in zip(names, totals)}
+            epoch_logs = totals.means(names)
+            if terminate_on_nan and not math.isfinite(epoch_logs["loss"]):
+                # On a GPU the last batches since the previous check diverged.
+                self._report_divergence(epoch, checked, len(loader) - 1, len(loader), verbose)
+                self.stop_training = True
+                break
             if x_val is not None:
                 results = self._evaluate_arrays(x_val, y_val, validation_workspace, fold)
                 epoch_logs.update({f"val_{name}": value for name, value in results.items()})
@@ -501,8 +574,7 @@ class Sequential:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data: expected a tuple (x_val, y_val)")
-            x_val = features(host_array(validation_data[0], "validation_data[0]"), "validation_data[0]",
-                             self.input_dim)
+            x_val = self._features(validation_data[0], "validation_data[0]")
             y_val = self._targets(validation_data[1], x_val.shape[0], "validation_data[1]")
             return x, y, x_val, y_val
         if validation_split == 0.0:
@@ -528,41 +600,50 @@ class Sequential:
                 layer.run_seed = int(layer_sequence.generate_state(1, np.uint64)[0])
         return np.random.default_rng(shuffle_sequence)
 
-    def _train_batch(self, x: np.ndarray, y: np.ndarray, workspace: _Workspace, fold: bool,
-                     segments: List[Tuple[int, int]], first: Optional[int], check_finite: bool):
-        """One step; returns [loss, metrics...], or None when the loss is not finite and
-        ``check_finite`` (then nothing is updated)."""
+    def _train_batch(self, x: Any, y: Any, workspace: _Workspace, fold: bool, segments: List[Tuple[int, int]],
+                     first: Optional[int], totals: Any, check_finite: bool) -> bool:
+        """One step, its loss and metrics added to ``totals``; False when the loss is known to
+        be not finite and ``check_finite`` (then nothing is updated). On a GPU the loss is not
+        known here (see backends/cuda.py): the loop checks it every few batches."""
         rows = x.shape[0]
         logits = self._forward(x, workspace, fold)
-        loss = self.loss(logits, y, workspace.grads[-1][:rows]) + self._penalty()
-        if check_finite and not math.isfinite(loss):
-            return None
-        values = [loss] + self._batch_metrics(y, logits, workspace)
+        loss = self.loss(logits, y, workspace.grads[-1][:rows], loss_out=totals.slot(0))
+        penalty = self._penalty()
+        if check_finite and not totals.finite(loss, penalty):
+            return False
+        totals.add([loss] + self._batch_metrics(y, logits, workspace, totals), penalty, rows)
         if first is not None:
             self._backward(rows, workspace, fold, first)
             self.optimizer.apply(self.parameters, self.gradients, segments)
         self._train_step += 1
-        return values
+        return True
 
-    def _report_divergence(self, epoch: int, batch: int, steps: int, verbose: int) -> None:
-        message = (f"Epoch {epoch + 1}, batch {batch + 1} of {steps}: the loss is not finite (NaN or "
-                   f"infinite); training stopped before this batch's update (terminate_on_nan=True). "
-                   f"A smaller learning rate or clipnorm usually helps.")
+    def _report_divergence(self, epoch: int, since: int, batch: int, steps: int, verbose: int) -> None:
+        if since == batch:
+            where = f"batch {batch + 1} of {steps}: the loss is not finite (NaN or infinite); training stopped " \
+                    f"before this batch's update"
+        else:
+            where = (f"batches {since + 1}-{batch + 1} of {steps}: the loss became non-finite (NaN or infinite) "
+                     f"in one of them (on {self.device} it is checked every few batches); training stopped, and "
+                     f"the weights may hold non-finite values")
+        message = (f"Epoch {epoch + 1}, {where} (terminate_on_nan=True). A smaller learning rate or clipnorm "
+                   f"usually helps.")
         if verbose > 0:
             print(message, file=sys.stdout, flush=True)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
+    @_on_device
     def train_on_batch(self, x: Any, y: Any) -> float:
         """One optimizer step on one batch; returns its loss (penalties included)."""
         self._require_compiled("train_on_batch")
         x = self._features(x)
         fold = self._fold(self.loss)
         y = self._targets(y, x.shape[0])
-        self.optimizer.build(self.parameters.size)
+        self.optimizer.build(self.parameters.size, self.backend)
         workspace = _Workspace(self, x.shape[0], training=True, probabilities=False)
         rows = x.shape[0]
         logits = self._forward(x, workspace, fold)
-        loss = self.loss(logits, y, workspace.grads[-1][:rows]) + self._penalty()
+        loss = self.backend.read(self.loss(logits, y, workspace.grads[-1][:rows])) + self.backend.read(self._penalty())
         first = self._first_trainable()
         if first is not None:
             self._backward(rows, workspace, fold, first)
@@ -570,10 +651,12 @@ class Sequential:
         self._train_step += 1
         return loss
 
+    @_on_device
     def loss_and_gradients(self, x: Any, y: Any) -> Tuple[float, np.ndarray]:
         """The loss of the batch ``x``/``y`` (penalties included, Dropout inactive) and the
         gradient of it with respect to every trainable parameter, written into
-        ``model.gradients`` (returned; the entries of frozen layers are zero). No update."""
+        ``model.gradients`` (returned, on the model's device; the entries of frozen layers are
+        zero). No update."""
         self._require_compiled("loss_and_gradients")
         x = self._features(x)
         fold = self._fold(self.loss)
@@ -582,7 +665,7 @@ class Sequential:
         workspace = _Workspace(self, rows, training=True, probabilities=False, dropout=False)
         self.gradients[...] = 0.0
         output = self._forward(x, workspace, fold)
-        loss = self.loss(output, y, workspace.grads[-1][:rows]) + self._penalty()
+        loss = self.backend.read(self.loss(output, y, workspace.grads[-1][:rows])) + self.backend.read(self._penalty())
         first = self._first_trainable()
         if first is not None:
             self._backward(rows, workspace, fold, first)
@@ -594,20 +677,21 @@ class Sequential:
         batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check.integer(batch_size, "batch_size", low=1)
         return min(batch_size, count)
 
-    def _evaluate_arrays(self, x: np.ndarray, y: np.ndarray, workspace: _Workspace, fold: bool) -> Dict[str, float]:
+    def _evaluate_arrays(self, x: Any, y: Any, workspace: _Workspace, fold: bool) -> Dict[str, float]:
         names = ["loss"] + [metric.name for metric in self.metrics]
-        totals = [0.0] * len(names)
+        totals = self.backend.totals(len(names))
         for start in range(0, x.shape[0], workspace.rows):
             x_batch, y_batch = x[start:start + workspace.rows], y[start:start + workspace.rows]
             rows = x_batch.shape[0]
             logits = self._forward(x_batch, workspace, fold)
-            values = [self.loss(logits, y_batch, workspace.grads[-1][:rows])]
-            values += self._batch_metrics(y_batch, logits, workspace)
-            totals = [total + value * rows for total, value in zip(totals, values)]
-        results = {name: total / x.shape[0] for name, total in zip(names, totals)}
-        results["loss"] += self._penalty()
+            values = [self.loss(logits, y_batch, workspace.grads[-1][:rows], loss_out=totals.slot(0))]
+            values += self._batch_metrics(y_batch, logits, workspace, totals)
+            totals.add(values, 0.0, rows)
+        results = totals.means(names)
+        results["loss"] += self.backend.read(self._penalty())
         return results
 
+    @_on_device
     def evaluate(self, x: Any, y: Any, batch_size: Optional[int] = None) -> Dict[str, float]:
         """{"loss": ..., metric: ...} over all of x/y (the loss includes regularization penalties,
         as in training). ``batch_size`` only splits the work (default 256 rows)."""
@@ -619,25 +703,28 @@ class Sequential:
                                probabilities=self._needs_probabilities())
         return self._evaluate_arrays(x, y, workspace, fold)
 
-    def predict(self, x: Any, batch_size: Optional[int] = None) -> np.ndarray:
+    def predict(self, x: Any, batch_size: Optional[int] = None, to_numpy: bool = True) -> Any:
         """The model's outputs for ``x``, shape (samples, outputs), float32: probabilities for a
         model compiled with a cross-entropy loss (sigmoid or softmax applied), the last layer's
-        output otherwise. Dropout is inactive."""
-        x = self._features(x)
-        fold = self._fold(self.loss)
-        link = self._link()
-        workspace = _Workspace(self, self._inference_rows(batch_size, x.shape[0]), training=False,
-                               probabilities=False)
-        result = np.empty((x.shape[0], self.output_dim), dtype=np.float32)
-        for start in range(0, x.shape[0], workspace.rows):
-            x_batch = x[start:start + workspace.rows]
-            output = self._forward(x_batch, workspace, fold)
-            target = result[start:start + x_batch.shape[0]]
-            if link is None:
-                np.copyto(target, output)
-            else:
-                activate(link, 0.0, output, target)
-        return result
+        output otherwise. Dropout is inactive. A NumPy array, copied from the GPU for a model
+        on one; ``to_numpy=False`` returns the array of the model's device (CuPy on a GPU)."""
+        to_numpy = check.flag(to_numpy, "to_numpy")
+        with self.backend.scope():
+            x = self._features(x)
+            fold = self._fold(self.loss)
+            link = self._link()
+            workspace = _Workspace(self, self._inference_rows(batch_size, x.shape[0]), training=False,
+                                   probabilities=False)
+            result = self.backend.xp.empty((x.shape[0], self.output_dim), dtype=np.float32)
+            for start in range(0, x.shape[0], workspace.rows):
+                x_batch = x[start:start + workspace.rows]
+                output = self._forward(x_batch, workspace, fold)
+                target = result[start:start + x_batch.shape[0]]
+                if link is None:
+                    self.backend.xp.copyto(target, output)
+                else:
+                    activate(link, 0.0, output, target)
+            return self.backend.to_host(result) if to_numpy else result
 
     def predict_proba(self, x: Any, batch_size: Optional[int] = None) -> np.ndarray:
         """Class probabilities, for a model compiled with a cross-entropy loss: (samples, classes)
@@ -672,8 +759,9 @@ class Sequential:
     def get_weights(self) -> List[np.ndarray]:
         """Copies of the parameters: [kernel0, bias0, kernel1, bias1, ...] (kernels (in, out))."""
         self._require_built("get_weights")
-        return [np.array(value) for layer in self.layers for value in layer.weights]
+        return [self.backend.to_host(value, copy=True) for layer in self.layers for value in layer.weights]
 
+    @_on_device
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Sets every parameter from a list like get_weights'. All arrays are checked (count,
         shape, numeric and finite values) before any is copied; an unbuilt model is built for
@@ -704,7 +792,7 @@ class Sequential:
             arrays.append(array)
         self.build(input_dim)
         for target, array in zip((value for layer in self.layers for value in layer.weights), arrays):
-            target[...] = array
+            self.backend.assign(target, array)
 
     def _describe_entries(self, entries) -> str:
         return ", ".join(f"{self.layers[index].name}.{name} {shape}" for index, name, shape in entries)
@@ -716,6 +804,7 @@ class Sequential:
         self._require_built("save_weights")
         serialization.save_weights(self, path)
 
+    @_on_device
     def load_weights(self, path: Any, num_layers: Optional[int] = None) -> None:
         """Loads weights written by save_weights (or held in a model file or a checkpoint). The
         file's names, shapes and dtypes (float32) must match this model exactly; on any mismatch

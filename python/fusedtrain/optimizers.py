@@ -25,6 +25,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import ops
+from .backends import CpuBackend
 from .ops import _checks as check
 
 Segments = Sequence[Tuple[int, int]]
@@ -45,6 +46,7 @@ class Optimizer:
         self.clipnorm = None if clipnorm is None else check.real(clipnorm, "clipnorm", low=0.0, low_open=True)
         self.iterations = 0
         self.size: Optional[int] = None
+        self._backend: Any = None
 
     @property
     def learning_rate(self) -> float:
@@ -63,18 +65,27 @@ class Optimizer:
     def built(self) -> bool:
         return self.size is not None
 
-    def build(self, size: int) -> None:
-        """Allocates the state for a flat parameter buffer of ``size`` values (zeros)."""
+    def build(self, size: int, backend: Any = None) -> None:
+        """Allocates the state for a flat parameter buffer of ``size`` values (zeros), with the
+        arrays of ``backend`` (fusedtrain.backends; the CPU when None): the model's device."""
         size = check.integer(size, "size", low=0)
+        backend = backend if backend is not None else CpuBackend()
         if self.size is not None and self.size != size:
             raise ValueError(f"optimizer: this {type(self).__name__} already holds state for {self.size} "
                              f"parameters, and the model has {size}; give each model its own optimizer")
+        if self.size is not None and backend.name != self._backend.name:
+            raise ValueError(f"optimizer: this {type(self).__name__} holds state on {self._backend.name}, and the "
+                             f"model is on {backend.name}; give each model its own optimizer")
         if self.size is None:
             self.size = size
+            self._backend = backend
+            self._xp = backend.xp
+            # Where clipping stores the norm on a GPU, so that a step reads nothing back.
+            self._norm = backend.scalar_slot()
             self._allocate(size)
 
     def _allocate(self, size: int) -> None:
-        """Creates the state buffers."""
+        """Creates the state buffers (with ``self._xp``)."""
 
     @property
     def state(self) -> Dict[str, np.ndarray]:
@@ -93,7 +104,8 @@ class Optimizer:
             return
         whole = len(segments) == 1 and tuple(segments[0]) == (0, self.size)
         if self.clipnorm is not None:
-            ops.clip_grad_norm(gradients if whole else [gradients[a:b] for a, b in segments], self.clipnorm)
+            ops.clip_grad_norm(gradients if whole else [gradients[a:b] for a, b in segments], self.clipnorm,
+                               norm_out=self._norm)
         self.iterations += 1
         for start, stop in segments:
             self._step(parameters if whole else parameters[start:stop],
@@ -120,7 +132,7 @@ class Optimizer:
                                  f"{value.dtype} of shape {value.shape}")
         iterations = check.integer(iterations, "iterations", low=0)
         for name, target in expected.items():
-            target[...] = state[name]
+            self._backend.assign(target, state[name])
         self.iterations = iterations
 
     def get_config(self) -> Dict[str, Any]:
@@ -154,7 +166,7 @@ class SGD(Optimizer):
 
     def _allocate(self, size):
         if self.momentum > 0.0:
-            self.velocity = np.zeros(size, dtype=np.float32)
+            self.velocity = self._xp.zeros(size, dtype=np.float32)
 
     @property
     def state(self):
@@ -189,8 +201,8 @@ class Adam(Optimizer):
         self.v: Optional[np.ndarray] = None
 
     def _allocate(self, size):
-        self.m = np.zeros(size, dtype=np.float32)
-        self.v = np.zeros(size, dtype=np.float32)
+        self.m = self._xp.zeros(size, dtype=np.float32)
+        self.v = self._xp.zeros(size, dtype=np.float32)
 
     @property
     def state(self):
@@ -226,7 +238,7 @@ class RMSprop(Optimizer):
         self.square_avg: Optional[np.ndarray] = None
 
     def _allocate(self, size):
-        self.square_avg = np.zeros(size, dtype=np.float32)
+        self.square_avg = self._xp.zeros(size, dtype=np.float32)
 
     @property
     def state(self):

@@ -8,7 +8,14 @@ from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
+from .backends import array_module
 from .ops import _checks as check
+
+
+def _host_float(value: Any) -> Any:
+    """A NumPy scalar as a Python float; a device scalar (0-d) as float64 on the device, read
+    when the logs are: the penalty is then computed in the same precision on both devices."""
+    return float(value) if isinstance(value, np.generic) else value.astype(np.float64)
 
 
 class Regularizer:
@@ -36,21 +43,24 @@ class L1L2(Regularizer):
         self.l2 = check.real(l2, "l2", low=0.0)
 
     def penalty(self, weights: np.ndarray, scratch: np.ndarray) -> float:
+        # On the GPU the sums stay on the device (0-d CuPy arrays): nothing is read back.
+        xp = array_module(weights)
         total = 0.0
         if self.l1:
-            total += self.l1 * float(np.abs(weights, out=scratch).sum())
+            total += self.l1 * _host_float(xp.abs(weights, out=scratch).sum())
         if self.l2:
             flat = weights.reshape(-1)
-            total += self.l2 * float(np.dot(flat, flat))
+            total += self.l2 * _host_float(xp.dot(flat, flat))
         return total
 
     def add_gradient(self, weights: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
+        xp = array_module(weights)
         if self.l1:
-            np.sign(weights, out=scratch)
+            xp.sign(weights, out=scratch)
             scratch *= np.float32(self.l1)
             grad += scratch
         if self.l2:
-            np.multiply(weights, np.float32(2.0 * self.l2), out=scratch)
+            xp.multiply(weights, np.float32(2.0 * self.l2), out=scratch)
             grad += scratch
 
     def get_config(self) -> Dict[str, Any]:

@@ -334,7 +334,7 @@ def assign_weights(model, input_dim: int, arrays: Dict[str, np.ndarray]) -> None
     model.build(input_dim)
     targets = layer_tensors(model)
     for key, value in arrays.items():
-        targets[key][...] = value
+        model.backend.assign(targets[key], value)
 
 
 def weights_metadata(file_format: str) -> Dict[str, str]:
@@ -344,7 +344,8 @@ def weights_metadata(file_format: str) -> Dict[str, str]:
 def save_weights(model, path: Any) -> None:
     from safetensors.numpy import save
 
-    tensors = {key: np.ascontiguousarray(value) for key, value in layer_tensors(model).items()}
+    tensors = {key: np.ascontiguousarray(model.backend.to_host(value))
+               for key, value in layer_tensors(model).items()}
     write_atomically(path, save(tensors, metadata=weights_metadata(WEIGHTS_FORMAT)))
 
 
@@ -398,7 +399,7 @@ def _layer_entries(architecture: Any, source: str) -> Tuple[Dict[str, Any], List
     return config, layers
 
 
-def model_from_config(architecture: Any, source: str) -> "Sequential":
+def model_from_config(architecture: Any, source: str, device: str = "auto") -> "Sequential":
     """A new, unbuilt Sequential from model_config's data; ValueError for anything invalid."""
     from .models import Sequential
 
@@ -413,7 +414,8 @@ def model_from_config(architecture: Any, source: str) -> "Sequential":
     if not isinstance(name, str):
         raise ValueError(f"{source}: architecture: the model name must be a string, got {name!r}")
     try:
-        model = Sequential(layers, input_dim=config.get("input_dim"), seed=config.get("seed"), name=name)
+        model = Sequential(layers, input_dim=config.get("input_dim"), seed=config.get("seed"), name=name,
+                           device=device)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{source}: architecture: invalid model settings: {error}") from None
     if model.input_dim is None:
@@ -493,25 +495,27 @@ def save(model, path: Any, metadata: Optional[Dict[str, str]] = None) -> None:
         if key in _RESERVED_METADATA:
             raise ValueError(f"metadata: {key!r} is one of fusedtrain's own entries ({', '.join(_RESERVED_METADATA)})")
         entries[key] = value
-    tensors = {key: np.ascontiguousarray(value) for key, value in layer_tensors(model).items()}
+    tensors = {key: np.ascontiguousarray(model.backend.to_host(value))
+               for key, value in layer_tensors(model).items()}
     write_atomically(path, encode(tensors, metadata=entries))
 
 
-def load(path: Any, compile: bool = True) -> "Sequential":
+def load(path: Any, compile: bool = True, device: str = "auto") -> "Sequential":
     """Rebuilds the model saved by ``model.save(path)`` (or held in a training checkpoint):
     the architecture from the file's metadata, then the weights. With ``compile`` (the
     default) and compile settings in the file, the model comes back compiled with the same
     loss, metrics and optimizer configuration (a fresh optimizer: use ``fit(...,
     resume=path)`` on a checkpoint to restore the optimizer's state too), so that predict
     returns probabilities for a classifier exactly as before saving. The whole file is checked
-    first; anything invalid raises ValueError."""
+    first; anything invalid raises ValueError. ``device``: where the model is rebuilt, as
+    Sequential's (a file written on one device loads on any)."""
     stored = read(path)
     source = stored.source
     if stored.format not in (MODEL_FORMAT, CHECKPOINT_FORMAT):
         kind = "a weight file (save_weights)" if stored.format == WEIGHTS_FORMAT else "not a fusedtrain model file"
         raise ValueError(f"{source}: {kind}, without the architecture; build the model in code and call "
                          f"model.load_weights(path)")
-    model = model_from_config(stored.json("architecture"), source)
+    model = model_from_config(stored.json("architecture"), source, device)
     ignored = ("optimizer.", "callbacks.") if stored.format == CHECKPOINT_FORMAT else ()
     input_dim, arrays = check_weights(model, stored.tensors, source, ignored_prefixes=ignored)
     settings = stored.json("compile", required=False) if compile else None
@@ -547,9 +551,11 @@ def save_checkpoint(model, path: Any) -> None:
                            "True) or a callback's on_epoch_end) or outside fit. save_weights and save keep the "
                            "current weights.")
     optimizer = model.optimizer
-    optimizer.build(model.parameters.size)
-    tensors = {key: np.ascontiguousarray(value) for key, value in layer_tensors(model).items()}
-    tensors.update({f"optimizer.{name}": np.ascontiguousarray(value) for name, value in optimizer.state.items()})
+    optimizer.build(model.parameters.size, model.backend)
+    tensors = {key: np.ascontiguousarray(model.backend.to_host(value))
+               for key, value in layer_tensors(model).items()}
+    tensors.update({f"optimizer.{name}": np.ascontiguousarray(model.backend.to_host(value))
+                    for name, value in optimizer.state.items()})
     states = []
     for position, (callback, state) in enumerate(_callback_states(run.callbacks if run is not None else ())):
         stored_state = {}
@@ -608,7 +614,7 @@ class Checkpoint:
         self.architecture = stored.json("architecture")
         # An unbuilt model of the checkpoint's architecture: it checks the layers and lays out
         # the parameters without allocating them.
-        self.probe = model_from_config(self.architecture, source)
+        self.probe = model_from_config(self.architecture, source, "cpu")
         self.input_dim = self.probe.input_dim
         _, self.weights = check_weights(self.probe, stored.tensors, source,
                                         ignored_prefixes=("optimizer.", "callbacks."))
@@ -800,7 +806,7 @@ class Checkpoint:
         was taken before any training)."""
         assign_weights(model, self.input_dim, self.weights)
         optimizer = model.optimizer
-        optimizer.build(model.parameters.size)
+        optimizer.build(model.parameters.size, model.backend)
         optimizer.load_state(self.optimizer_state, self.iterations)
         optimizer.learning_rate = self.learning_rate
         model._train_step = self.train_step

@@ -45,7 +45,7 @@ class _BaseMLP(BaseEstimator):
                  optimizer: str = "adam", learning_rate: float = 1e-3, batch_size: Any = "auto",
                  max_epochs: int = 200, l2: float = 0.0, dropout: float = 0.0, early_stopping: bool = False,
                  validation_fraction: float = 0.1, patience: int = 10, tol: float = 1e-4,
-                 shuffle: bool = True, seed: Optional[int] = None, verbose: int = 0):
+                 shuffle: bool = True, seed: Optional[int] = None, verbose: int = 0, device: str = "auto"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.optimizer = optimizer
@@ -61,6 +61,7 @@ class _BaseMLP(BaseEstimator):
         self.shuffle = shuffle
         self.seed = seed
         self.verbose = verbose
+        self.device = device
 
     def _build_model(self, input_dim: int, outputs: int) -> Sequential:
         if isinstance(self.hidden_layer_sizes, (int, np.integer)):
@@ -73,7 +74,7 @@ class _BaseMLP(BaseEstimator):
         l2 = check.real(self.l2, "l2", low=0.0)
         dropout = check.real(self.dropout, "dropout", low=0.0, high=1.0, high_open=True)
         regularizer = regularizers.L2(l2) if l2 > 0.0 else None
-        model = Sequential(input_dim=input_dim, seed=self.seed)
+        model = Sequential(input_dim=input_dim, seed=self.seed, device=self.device)
         for size in sizes:
             model.add(layers.Dense(size, activation=activation, kernel_regularizer=regularizer))
             if dropout > 0.0:

@@ -110,6 +110,18 @@ def output(out: Any, shape: tuple, dtype: Any = FLOAT32, name: str = "out", inpu
     return result
 
 
+def scalar_output(value: Any, name: str, xp: Any = np) -> Any:
+    """`value` checked to be a writeable float64 array of one element (shape (1,)) of module `xp`:
+    where an op stores a reduced value (a loss, an accuracy, a norm) instead of returning a
+    Python number, so that on the GPU the call does not wait for the device."""
+    result = array(value, name, np.float64, ndim=1, xp=xp)
+    if tuple(result.shape) != (1,):
+        raise ValueError(f"{name}: expected an array of one element, shape (1,), got shape {tuple(result.shape)}")
+    if xp is np and not result.flags.writeable:
+        raise ValueError(f"{name}: the array is read-only")
+    return result
+
+
 def data_pointer(value: Any) -> int:
     """The address of a NumPy or CuPy array's first element."""
     if is_cupy(value):

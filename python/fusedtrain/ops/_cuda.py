@@ -8,9 +8,13 @@ today."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Optional
 
 from .. import _C
+
+# Per thread: the reductions' scratch buffers by (device, stream) (see workspace).
+_workspaces = threading.local()
 
 
 def require_backend(op: str) -> Any:
@@ -34,7 +38,14 @@ def stream(cupy: Any) -> int:
 
 
 def workspace(cupy: Any) -> Any:
-    """The scratch buffer of one GPU reduction, from CuPy's memory pool. Keep the array referenced
-    until the kernels are launched: CuPy then hands the memory out again only to work queued
-    after them on the same stream."""
-    return cupy.empty(_C.cuda_workspace_bytes, dtype=cupy.uint8)
+    """The scratch buffer of the GPU reductions for this thread, device and stream, allocated at
+    the first use and kept: one buffer serves consecutive calls on one stream (their kernels run
+    in order), and a training step allocates nothing. Threads get their own, as two of them may
+    queue work on one stream (the default stream) at the same time."""
+    # The module is part of the key: a stand-in module's buffers (tests) never serve CuPy.
+    key = (cupy, cupy.cuda.Device().id, stream(cupy))
+    buffers = _workspaces.__dict__.setdefault("buffers", {})
+    buffer = buffers.get(key)
+    if buffer is None:
+        buffer = buffers[key] = cupy.empty(_C.cuda_workspace_bytes, dtype=cupy.uint8)
+    return buffer

@@ -100,12 +100,15 @@ def rmsprop_step(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, *,
                              weight_decay, _cuda.stream(xp))
 
 
-def clip_grad_norm(grads: Union[np.ndarray, Sequence[np.ndarray]], max_norm: float) -> float:
+def clip_grad_norm(grads: Union[np.ndarray, Sequence[np.ndarray]], max_norm: float,
+                   norm_out: Optional[np.ndarray] = None) -> float:
     """Scales the gradients in place so that their global L2 norm is at most ``max_norm``
     (factor ``max_norm / (norm + 1e-6)``, as PyTorch) and returns the norm before clipping.
     A non-finite norm is returned as is and nothing is scaled. ``grads`` is one array or a
     sequence of arrays that do not share memory, all NumPy or all CuPy. On the GPU the norm is
-    reduced and the scaling decided on the device; reading the norm back waits for the stream."""
+    reduced and the scaling decided on the device; reading the norm back waits for the stream.
+    With ``norm_out`` (a float64 array of shape (1,) of the grads' library) the norm is stored
+    there and ``norm_out`` returned: on the GPU nothing is then read back."""
     max_norm = check.real(max_norm, "max_norm", low=0.0, low_open=True)
     single = isinstance(grads, np.ndarray) or check.is_cupy(grads)
     if single:
@@ -121,32 +124,42 @@ def clip_grad_norm(grads: Union[np.ndarray, Sequence[np.ndarray]], max_norm: flo
             raise TypeError(f"grads: expected a numpy.ndarray or a sequence of them, got "
                             f"{check.describe(grads)} ({error})") from None
         names = [f"grads[{index}]" for index in range(len(arrays))]
-    xp = check.array_module("clip_grad_norm", *arrays)
+    xp = check.array_module("clip_grad_norm", *arrays, norm_out)
+    if norm_out is not None:
+        norm_out = check.scalar_output(norm_out, "norm_out", xp=xp)
     for value, name in zip(arrays, names):
         check.array(value, name, xp=xp)
         if xp is np and not value.flags.writeable:
             raise ValueError(f"{name}: the array is read-only")
     _check_disjoint(arrays, names)
     if xp is not np:
-        return _clip_on_gpu(xp, arrays, max_norm)
+        return _clip_on_gpu(xp, arrays, max_norm, norm_out)
     norm = math.sqrt(sum(_C.sum_of_squares(value) for value in arrays))
     if math.isfinite(norm) and norm > max_norm:
         factor = max_norm / (norm + 1e-6)
         for value in arrays:
             _C.scale(value, factor)
-    return norm
+    if norm_out is None:
+        return norm
+    norm_out[0] = norm
+    return norm_out
 
 
-def _clip_on_gpu(cupy: Any, arrays: list, max_norm: float) -> float:
+def _clip_on_gpu(cupy: Any, arrays: list, max_norm: float, norm_out: Any) -> Any:
     """clip_grad_norm on CuPy arrays: the sums of squares accumulate in one workspace, every
-    array is scaled by a kernel that reads the norm there, and the norm is read back last."""
+    array is scaled by a kernel that reads the norm there, and the norm is read back last (or
+    its square root taken into norm_out on the device)."""
     workspace = _cuda.workspace(cupy)
     stream = _cuda.stream(cupy)
     for index, value in enumerate(arrays):
         _C.cuda_sum_of_squares(value.data.ptr, value.size, index > 0, workspace.data.ptr, stream)
     for value in arrays:
         _C.cuda_clip_scale(value.data.ptr, value.size, max_norm, workspace.data.ptr, stream)
-    return math.sqrt(_C.cuda_read_result(workspace.data.ptr, stream))
+    if norm_out is None:
+        return math.sqrt(_C.cuda_read_result(workspace.data.ptr, stream))
+    # The workspace's first 8 bytes hold the sum of squares as a double (csrc/cuda/workspace.cuh).
+    cupy.sqrt(workspace[:8].view(cupy.float64), out=norm_out)
+    return norm_out
 
 
 def _check_disjoint(arrays: list, names: list) -> None:

@@ -42,10 +42,12 @@ def argmax(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     return out
 
 
-def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+def accuracy(scores: np.ndarray, labels: np.ndarray, out: Optional[np.ndarray] = None) -> float:
     """Fraction of rows of ``scores`` (rows, classes) whose argmax equals the int32/int64 label.
-    On the CPU a label outside [0, classes) raises ValueError."""
-    xp = check.array_module("accuracy", scores, labels)
+    A label outside [0, classes) raises ValueError (on the GPU once the count is read back). With ``out`` (a float64 array of
+    shape (1,) of the inputs' library) the fraction is stored there and ``out`` returned; on the
+    GPU the call then waits for nothing."""
+    xp = check.array_module("accuracy", scores, labels, out)
     scores = check.array(scores, "scores", ndim=2, xp=xp)
     rows, classes = scores.shape
     if rows == 0:
@@ -53,15 +55,24 @@ def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     if classes == 0:
         raise ValueError(f"scores: expected at least one class column, got shape {tuple(scores.shape)}")
     labels = check.labels(labels, "labels", rows, xp=xp)
+    if out is not None:
+        out = check.scalar_output(out, "out", xp=xp)
     if xp is np:
         # A label outside [0, classes) would silently count as wrong; it is a mistake in the
         # data, as it is for softmax_cross_entropy, and the kernel's checks refuse it.
         try:
-            return _C.count_correct(scores, labels) / rows
+            fraction = _C.count_correct(scores, labels) / rows
         except ValueError as error:
             raise ValueError(f"labels: {error}") from None
+        if out is None:
+            return fraction
+        out[0] = fraction
+        return out
     workspace = _cuda.workspace(xp)
     label_bits = 32 if labels.dtype == np.int32 else 64
-    correct = _C.cuda_count_correct(scores.data.ptr, labels.data.ptr, label_bits, rows, classes, workspace.data.ptr,
-                                    _cuda.stream(xp))
-    return correct / rows
+    try:
+        correct = _C.cuda_count_correct(scores.data.ptr, labels.data.ptr, label_bits, rows, classes,
+                                        workspace.data.ptr, _cuda.pointer(out), _cuda.stream(xp))
+    except ValueError as error:
+        raise ValueError(f"labels: {error}") from None
+    return correct / rows if out is None else out
