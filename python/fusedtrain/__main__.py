@@ -36,15 +36,32 @@ def _layers(text: str):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _column_list(text: str):
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names, got {text!r}")
+    return names
+
+
 def _add_train(commands) -> None:
     train = commands.add_parser(
         "train", help="train a model on a data file (or the bundled digits)",
         description="Train an MLP on DATA: standardise the features, split train/validation/test, fit with "
                     "early stopping, print a report and write the model, history.json and a plot.")
     train.add_argument("data", nargs="*", metavar="DATA",
-                       help="a CSV file with a header row, an .npz holding x and y, or two .npy files "
+                       help="a CSV file with a header row (or Parquet), an .npz holding x and y, or two .npy files "
                             "(features, targets); none: the bundled digits")
     train.add_argument("--target", metavar="COLUMN", help="the CSV column to predict (default: the last)")
+    for option, what in (("categorical", "one-hot encode these columns (categorical)"),
+                         ("numeric", "read these columns as numbers"),
+                         ("drop", "leave these columns out"),
+                         ("keep", "keep these columns that the rules would drop (identifiers, high-cardinality text)")):
+        train.add_argument(f"--{option}", type=_column_list, metavar="COLS", help=f"{what}; comma-separated names")
+    train.add_argument("--dates", choices=("expand", "drop"), default="expand",
+                       help="date columns: expanded into year, month, day, ... (default) or dropped")
+    train.add_argument("--missing", choices=("impute", "drop"), default="impute",
+                       help="missing feature values: imputed with a missing indicator (default), or their rows "
+                            "left out of training")
     train.add_argument("--task", choices=cli.TASKS, default="auto",
                        help="auto: classification for text labels and for integers with at most 20 values")
     train.add_argument("--layers", type=_layers, default=[128, 64], metavar="SIZES",

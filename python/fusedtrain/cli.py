@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import backends, layers, serialization
+from . import backends, layers, serialization, tables
 from .callbacks import EarlyStopping
 from .data import to_float32, train_val_test_split
 from .datasets import load_digits
@@ -44,6 +44,10 @@ TASK_METADATA_KEY = "task"
 MAX_INFERRED_CLASSES = 20
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 DIGITS = "the bundled digits (UCI optical recognition of handwritten digits)"
+COLUMN_OPTIONS = ("categorical", "numeric", "drop", "keep")
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+# The delimiters a CSV file may use (sniffed from its first lines).
+DELIMITERS = ",;\t|"
 
 
 class UsageError(Exception):
@@ -56,21 +60,31 @@ class UsageError(Exception):
 class Dataset:
     """Features and (raw) targets read from one source.
 
-    x: float32 (samples, features). y: the targets as read: float64 numbers, or strings (a
-    NumPy unicode array) for class labels; None when the source has none. ``lines`` maps each
-    sample to its line in a CSV file (None for arrays), for messages."""
+    x: float32 (samples, features); for a table (CSV, Parquet) None until encoded, ``table``
+    holding its raw feature columns (a DataFrame). y: the targets as read: float64 numbers, or
+    strings (a NumPy unicode array) for class labels; None when the source has none. For a
+    table, ``labeled`` marks the rows with a target (y holds those rows' targets only).
+    ``lines`` maps each sample to its line in a CSV file (None otherwise), for messages."""
 
-    x: np.ndarray
+    x: Optional[np.ndarray]
     y: Optional[np.ndarray]
     source: str
     feature_names: Optional[List[str]] = None
     target_name: Optional[str] = None
     lines: Optional[List[int]] = None
+    table: Any = None
+    labeled: Optional[np.ndarray] = None
+
+    @property
+    def samples(self) -> int:
+        return len(self.table) if self.table is not None else self.x.shape[0]
 
     def where(self, index: int) -> str:
         """Sample ``index`` as a message names it: "row 3 (line 4)" or "index 3"."""
+        if self.labeled is not None:
+            index = int(np.flatnonzero(self.labeled)[index])
         if self.lines is None:
-            return f"index {index}"
+            return f"index {index}" if self.table is None else f"row {index + 1}"
         return f"row {index + 1} (line {self.lines[index]})"
 
 
@@ -105,7 +119,7 @@ def read_dataset(paths: Sequence[str], *, target: Optional[str] = None, target_r
     for path in paths:
         _check_readable(path)
     suffixes = [_suffix(path) for path in paths]
-    if target is not None and suffixes[0] != ".csv":
+    if target is not None and suffixes[0] not in TABLE_SUFFIXES:
         raise UsageError(f"--target names a column of a CSV file; {paths[0]} is not one (.npz files hold x and "
                          f"y, .npy files one array each)")
     if len(paths) == 2:
@@ -116,8 +130,8 @@ def read_dataset(paths: Sequence[str], *, target: Optional[str] = None, target_r
         return Dataset(x, _targets_array(_load_npy(paths[1]), paths[1], x.shape[0]),
                        f"{paths[0]} + {paths[1]}")
     path, suffix = paths[0], suffixes[0]
-    if suffix == ".csv":
-        return _read_csv_dataset(path, target, target_required, feature_names, default_target)
+    if suffix in TABLE_SUFFIXES:
+        return _read_table_dataset(path, target, target_required, default_target)
     if suffix == ".npz":
         return _read_npz(path, target_required)
     if suffix == ".npy":
@@ -125,8 +139,8 @@ def read_dataset(paths: Sequence[str], *, target: Optional[str] = None, target_r
             raise UsageError(f"{path}: a .npy file holds one array; give the features and the targets as two "
                              f"files (x.npy y.npy) or one .npz file holding x and y")
         return Dataset(_features_array(_load_npy(path), path), None, path)
-    raise UsageError(f"{path}: unsupported data file; expected .csv (with a header row), .npz (holding x and y) "
-                     f"or .npy")
+    raise UsageError(f"{path}: unsupported data file; expected .csv (with a header row), .parquet, .npz (holding x "
+                     f"and y) or .npy")
 
 
 def _load_npy(path: str) -> np.ndarray:
@@ -206,7 +220,8 @@ def _read_csv(path: str) -> Tuple[List[str], List[List[str]], List[int]]:
     """The header, the data rows (blank lines skipped) and each row's line number."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
+            reader = csv.reader(handle, delimiter=_delimiter(handle.read(1 << 16)))
+            handle.seek(0)
             header = None
             rows, lines = [], []
             for row in reader:
@@ -239,44 +254,111 @@ def _read_csv(path: str) -> Tuple[List[str], List[List[str]], List[int]]:
     return header, rows, lines
 
 
+def _delimiter(sample: str) -> str:
+    """The sample's delimiter among DELIMITERS: csv.Sniffer's answer when the header splits
+    into several fields with it, else a comma."""
+    try:
+        found = csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+    header = sample.splitlines()[0] if sample.splitlines() else ""
+    return found if found != "," and len(next(csv.reader([header], delimiter=found), [])) > 1 else ","
+
+
 def _columns(names: Sequence[str]) -> str:
     shown = ", ".join(repr(name) for name in names[:12])
     return shown + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
 
 
-def _read_csv_dataset(path: str, target: Optional[str], target_required: bool,
-                      feature_names: Optional[List[str]], default_target: Optional[str]) -> Dataset:
+def _read_frame(path: str):
+    """(the table as a DataFrame, the line of each row or None): a CSV file's cells as text
+    (every type is inferred later, by the preprocessor), a Parquet file's columns as stored."""
+    import pandas as pd
+
+    if _suffix(path) in (".parquet", ".pq"):
+        try:
+            frame = pd.read_parquet(path)
+        except ImportError:
+            raise UsageError(f"{path}: reading Parquet files needs pyarrow (pip install pyarrow)") from None
+        except Exception as error:  # pyarrow's own error types: a damaged or foreign file
+            raise UsageError(f"{path}: not a readable Parquet file ({error})") from None
+        if frame.shape[1] == 0 or len(frame) == 0:
+            raise UsageError(f"{path}: no {'rows' if frame.shape[1] else 'columns'}")
+        try:
+            return tables.as_frame(frame.reset_index(drop=True), path), None
+        except (TypeError, ValueError) as error:
+            raise UsageError(str(error)) from None
     header, rows, lines = _read_csv(path)
+    cells = list(zip(*rows))
+    return pd.DataFrame({name: np.array(cells[index], dtype=object) for index, name in enumerate(header)}), lines
+
+
+def _read_table_dataset(path: str, target: Optional[str], target_required: bool,
+                        default_target: Optional[str]) -> Dataset:
+    frame, lines = _read_frame(path)
+    header = list(frame.columns)
     if target is not None and target not in header:
         raise UsageError(f"{path}: no column named {target!r} (--target); the columns are {_columns(header)}")
     if target is None and default_target is not None and default_target in header:
         target = default_target
     if target is None and target_required:
         target = header[-1]
-    if feature_names is not None:
-        missing = [name for name in feature_names if name not in header]
-        if missing:
-            raise UsageError(f"{path}: no column named {missing[0]!r}; the model was trained on the columns "
-                             f"{_columns(feature_names)}")
-        extra = [name for name in header if name not in feature_names and name != target]
-        if extra:
-            raise UsageError(f"{path}: the column {extra[0]!r} is not one of the model's features "
-                             f"({_columns(feature_names)}); remove it")
-        names = list(feature_names)
-    else:
-        names = [name for name in header if name != target]
+    names = [name for name in header if name != target]
     if not names:
         raise UsageError(f"{path}: no feature columns besides the target {target!r} (fusedtrain reads "
-                         f"comma-separated files)")
-    cells = list(zip(*rows))
-    position = {name: index for index, name in enumerate(header)}
-    x = np.empty((len(rows), len(names)), dtype=np.float32)
-    for column, name in enumerate(names):
-        x[:, column] = _numeric_column(cells[position[name]], name, lines, path)
-    y = None
+                         f"comma-, semicolon-, tab- or bar-separated files)")
+    y = labeled = None
     if target is not None:
-        y = _label_column(cells[position[target]], target, lines, path)
-    return Dataset(x, y, path, feature_names=names, target_name=target, lines=lines)
+        y, labeled = _table_target(frame[target], target, path)
+    return Dataset(None, y, path, feature_names=names, target_name=target, lines=lines, table=frame[names],
+                   labeled=labeled)
+
+
+def _table_target(column, name: str, path: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(the targets of the rows that have one, which rows have one): float64 when every value
+    is a number, else the labels as written (strings)."""
+    values = tables._Column(column)
+    labeled = ~values.missing
+    if not labeled.any():
+        raise UsageError(f"{path}: the target column {name!r} has no values")
+    if values.text is None:
+        numbers = values.numbers if values.numbers is not None else values.dates.astype(np.int64).astype(np.float64)
+        numbers = numbers[labeled]
+    else:
+        text = values.text[labeled]
+        try:
+            numbers = np.array(text.tolist(), dtype=np.float64)
+        except ValueError:
+            return np.array(text.tolist(), dtype=str), labeled
+    if not np.isfinite(numbers).all():
+        row = int(np.flatnonzero(labeled)[np.argmax(~np.isfinite(numbers))])
+        raise UsageError(f"{path}: the target column {name!r} holds {numbers[np.argmax(~np.isfinite(numbers))]!r} "
+                         f"at row {row + 1}, not a finite number")
+    return numbers, labeled
+
+
+def _table_features(dataset: Dataset, names: Optional[List[str]]) -> np.ndarray:
+    """A table's features for a model without a preprocessor: the columns ``names`` (all
+    when None), each a column of finite numbers."""
+    table, path = dataset.table, dataset.source
+    header = list(table.columns)
+    if names is not None:
+        missing = [name for name in names if name not in header]
+        if missing:
+            raise UsageError(f"{path}: no column named {missing[0]!r}; the model was trained on the columns "
+                             f"{_columns(names)}")
+        extra = [name for name in header if name not in names]
+        if extra:
+            raise UsageError(f"{path}: the column {extra[0]!r} is not one of the model's features "
+                             f"({_columns(names)}); remove it")
+    else:
+        names = header
+    lines = dataset.lines or list(range(2, len(table) + 2))
+    x = np.empty((len(table), len(names)), dtype=np.float32)
+    for index, name in enumerate(names):
+        cells = ["" if value is None else str(value) for value in table[name].tolist()]
+        x[:, index] = _numeric_column(cells, name, lines, path)
+    return x
 
 
 def _numeric_column(cells: Sequence[str], name: str, lines: List[int], path: str) -> np.ndarray:
@@ -299,25 +381,6 @@ def _numeric_column(cells: Sequence[str], name: str, lines: List[int], path: str
         reason = ("is too large for float32" if np.isfinite(values[row])
                   else "is not a finite number (fill or drop missing values)")
         raise UsageError(f"{path}: column {name!r}, row {row + 1} (line {lines[row]}): {stripped[row]!r} {reason}")
-    return values
-
-
-def _label_column(cells: Sequence[str], name: str, lines: List[int], path: str) -> np.ndarray:
-    """A target column: float64 when every value is a number, strings (class labels) otherwise.
-    Empty values are refused either way."""
-    stripped = [cell.strip() for cell in cells]
-    for row, cell in enumerate(stripped):
-        if not cell:
-            raise UsageError(f"{path}: the target column {name!r} is empty at row {row + 1} (line {lines[row]}); "
-                             f"fill or drop rows without a target")
-    try:
-        values = np.array(stripped, dtype=np.float64)
-    except ValueError:
-        return np.array(stripped, dtype=str)
-    if not np.isfinite(values).all():
-        row = int(np.argmax(~np.isfinite(values)))
-        raise UsageError(f"{path}: the target column {name!r} holds {stripped[row]!r} at row {row + 1} "
-                         f"(line {lines[row]}); fill or drop rows without a target")
     return values
 
 
@@ -447,7 +510,7 @@ def _task_info(text: Optional[str], model: Sequential, path: str) -> TaskInfo:
                              f"save it from a compiled model")
         task = model.loss.task
         if task == "multiclass":
-            return TaskInfo(CLASSIFICATION, classes=list(range(outputs)))
+            return TaskInfo(CLASSIFICATION, classes=model.class_labels or list(range(outputs)))
         if task == "binary":
             if outputs != 1:
                 raise UsageError(f"{path}: a multi-label model ({outputs} sigmoid outputs); the command line "
@@ -501,12 +564,32 @@ def _distinct_labels(classes: List[Any]) -> bool:
 
 def _model_data(paths: Sequence[str], info: TaskInfo, model: Sequential, target: Optional[str],
                 target_required: bool) -> Dataset:
-    dataset = read_dataset(paths, target=target, target_required=target_required, feature_names=info.features,
-                           default_target=info.target)
+    """DATA as ``model`` takes it: ``x`` set (a table encoded by the model's preprocessor, or
+    its numeric columns), and for a table only the rows with a target when one is required."""
+    dataset = read_dataset(paths, target=target, target_required=target_required, default_target=info.target)
+    if dataset.table is not None:
+        if model.preprocessor is not None:
+            try:
+                dataset.x = model.preprocessor.transform(dataset.table)
+            except ValueError as error:
+                raise UsageError(f"{dataset.source}: {str(error).removeprefix('table: ')}") from None
+        else:
+            dataset.x = _table_features(dataset, info.features)
     if dataset.x.shape[1] != model.input_dim:
         raise UsageError(f"{dataset.source}: {dataset.x.shape[1]} feature columns, but the model takes "
                          f"{model.input_dim}")
     return dataset
+
+
+def _labeled_part(dataset: Dataset) -> Tuple[np.ndarray, Optional[str]]:
+    """The features of the rows with a target, and a notice naming the rows left out."""
+    if dataset.labeled is None or dataset.labeled.all():
+        return dataset.x, None
+    unlabeled = np.flatnonzero(~dataset.labeled)
+    shown = ", ".join(str(row + 1) for row in unlabeled[:5]) + (", ..." if unlabeled.size > 5 else "")
+    notice = (f"{unlabeled.size} row{'s' if unlabeled.size > 1 else ''} without a {dataset.target_name!r} value "
+              f"(row{'s' if unlabeled.size > 1 else ''} {shown}) left out")
+    return dataset.x[dataset.labeled], notice
 
 
 # Training ---------------------------------------------------------------------------------------
@@ -674,7 +757,9 @@ def class_probabilities(outputs: np.ndarray) -> np.ndarray:
 def _scores(model: Sequential, x: np.ndarray, y: np.ndarray, task: str) -> Dict[str, Any]:
     """The loss (as the model computes it) and accuracy, or MAE and R^2, from its predictions
     (a model saved from Python need not have been compiled with these metrics)."""
-    scores: Dict[str, Any] = {"loss": float(model.evaluate(x, y)["loss"])}
+    # A model that knows its class labels takes them, not indices.
+    labels = y if model.class_labels is None or task != CLASSIFICATION else np.asarray(model.class_labels)[y]
+    scores: Dict[str, Any] = {"loss": float(model.evaluate(x, labels)["loss"])}
     outputs = model.predict(x)
     if task == CLASSIFICATION:
         scores["accuracy"] = float(np.mean(np.argmax(class_probabilities(outputs), axis=1) == y))
@@ -764,7 +849,8 @@ def _targets_for(dataset: Dataset, task: str) -> Tuple[np.ndarray, Optional[List
     return regression_targets(dataset), None
 
 
-def _announce(dataset: Dataset, args, task: str, classes, model: Sequential, sizes, monitor: Optional[str]) -> None:
+def _announce(dataset: Dataset, args, task: str, classes, model: Sequential, sizes, monitor: Optional[str],
+              columns: List[str], notices: List[str]) -> None:
     """The lines printed before training: what is trained, on what, how."""
     source = dataset.source if dataset.target_name is None else f"{dataset.source}, target {dataset.target_name!r}"
     if task == CLASSIFICATION:
@@ -779,18 +865,78 @@ def _announce(dataset: Dataset, args, task: str, classes, model: Sequential, siz
     training = f"{args.optimizer} lr {args.lr:g}, batch {args.batch_size}, up to {args.epochs} epochs"
     if monitor is not None:
         training += f", early stopping on {monitor} (patience {args.patience})"
-    print("\n".join(_facts([("data", f"{source}: {dataset.x.shape[0]} samples, {dataset.x.shape[1]} features"),
-                            ("task", task_text), ("split", split), ("model", _describe_model(model, task)),
-                            ("training", training)])), flush=True)
+    if dataset.table is not None:
+        data = (f"{source}: {dataset.samples} rows, {dataset.table.shape[1]} columns -> "
+                f"{dataset.x.shape[1]} features")
+    else:
+        data = f"{source}: {dataset.x.shape[0]} samples, {dataset.x.shape[1]} features"
+    facts = [("data", data)] + [("columns" if index == 0 else "", line) for index, line in enumerate(columns)]
+    facts += [("notice", line) for line in notices]
+    facts += [("task", task_text), ("split", split), ("model", _describe_model(model, task)), ("training", training)]
+    print("\n".join(_facts(facts)), flush=True)
+
+
+def _encode_table(dataset: Dataset, y: np.ndarray, args, stratify: bool, notices: List[str]):
+    """Splits a table's labeled rows, fits the preprocessor on the training rows and encodes
+    them all: (the preprocessor, the three (x, y) parts); sets ``dataset.x``."""
+    table = dataset.table
+    if dataset.labeled is not None and not dataset.labeled.all():
+        _, notice = _labeled_part(Dataset(np.empty((dataset.samples, 0)), dataset.y, dataset.source,
+                                          target_name=dataset.target_name, labeled=dataset.labeled))
+        notices.append(notice + " of training; predict still predicts them")
+        table = table[dataset.labeled]
+    table = table.reset_index(drop=True)
+    order = np.arange(len(table)).reshape(-1, 1)
+    parts = [indices[:, 0] for indices, _ in _split(order, y, args, stratify)]
+    preprocessor = tables.TablePreprocessor(categorical=args.categorical or (), numeric=args.numeric or (),
+                                            drop=args.drop or (), keep=args.keep or (), dates=args.dates,
+                                            missing=args.missing, scale=False)
+    try:
+        preprocessor.fit(table.iloc[parts[0]])
+        if args.missing == "drop":
+            complete = ~preprocessor.incomplete_rows(table)
+            left = int((~complete).sum())
+            if left:
+                notices.append(f"{left} row{'s' if left > 1 else ''} with a missing value left out (--missing drop)")
+            parts = [indices[complete[indices]] for indices in parts]
+            if parts[0].size == 0:
+                raise UsageError(f"{dataset.source}: every training row has a missing value; use --missing impute")
+        x = preprocessor.transform(table)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"{dataset.source}: {str(error).removeprefix('table: ')}") from None
+    dataset.x = x
+    return preprocessor, [(x[indices], y[indices]) for indices in parts]
+
+
+def _silence_constant_features(model: Sequential, x_train: np.ndarray) -> None:
+    """Zeroes the first Dense layer's weights of the features that were constant in training
+    (a category's slot never set, such as 'unknown'): training never moved them, so they are
+    random, and a value seen only later must not shift the prediction by them."""
+    constant = np.all(x_train == x_train[:1], axis=0)
+    if not constant.any():
+        return
+    weights = model.get_weights()
+    # weights: the Normalization layer's mean and variance, then the first Dense kernel.
+    weights[2][constant, :] = 0.0
+    model.set_weights(weights)
 
 
 def train(args) -> int:
     """fusedtrain train: read, split, standardise, fit with early stopping, report, save."""
     _check_settings(args)
     dataset = read_dataset(args.data, target=args.target)
+    if dataset.table is None and any(getattr(args, option) for option in COLUMN_OPTIONS):
+        used = next(option for option in COLUMN_OPTIONS if getattr(args, option))
+        raise UsageError(f"--{used}: names columns of a CSV or Parquet file; {dataset.source} has none")
     task = infer_task(dataset.y) if args.task == "auto" else args.task
     y, classes = _targets_for(dataset, task)
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = _split(dataset.x, y, args, task == CLASSIFICATION)
+    notices: List[str] = []
+    preprocessor = None
+    if dataset.table is None:
+        parts = _split(dataset.x, y, args, task == CLASSIFICATION)
+    else:
+        preprocessor, parts = _encode_table(dataset, y, args, task == CLASSIFICATION, notices)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = parts
     mean, variance = _scaler(x_train)
     model = build_model(dataset.x.shape[1], len(classes) if classes else y.shape[1], args, mean, variance)
     target_mean = target_scale = None
@@ -811,7 +957,7 @@ def train(args) -> int:
     stopper = (EarlyStopping(monitor=monitor, patience=args.patience, restore_best_weights=True)
                if args.patience > 0 else None)
     _announce(dataset, args, task, classes, model, (x_train.shape[0], x_val.shape[0], x_test.shape[0]),
-              monitor if stopper else None)
+              monitor if stopper else None, preprocessor.report() if preprocessor else [], notices)
 
     started = time.perf_counter()
     history, divergence = _fit(model, x_train, fit_train, (x_val, fit_val) if has_validation else None, args,
@@ -825,20 +971,25 @@ def train(args) -> int:
         raise UsageError(f"training diverged: {divergence.split(';')[0]}; try a smaller --lr")
     if task == REGRESSION:
         _fold_target_scale(model, target_mean, target_scale)
+    _silence_constant_features(model, x_train)
+    model.preprocessor = preprocessor
 
     report = {"train": _scores(model, x_train, y_train, task)}
     if has_validation:
         report["validation"] = _scores(model, x_val, y_val, task)
     if x_test.shape[0]:
         report["test"] = _scores(model, x_test, y_test, task)
+    model.class_labels = classes
     _save_model(model, args.out, TaskInfo(task, classes=classes, target=dataset.target_name,
-                                          features=dataset.feature_names, data=dataset.source))
+                                          features=None if preprocessor else dataset.feature_names,
+                                          data=dataset.source))
     history_path = args.history or os.path.join(os.path.dirname(args.out), "history.json")
     stopped_early = bool(stopper is not None and divergence is None and epochs_run < args.epochs)
     record = {"history": history.history, "epochs_run": epochs_run,
               "best_epoch": None if best_epoch is None else best_epoch + 1, "stopped_early": stopped_early,
               "diverged": divergence, "seconds": seconds, "device": model.device, "task": task,
-              "classes": classes, "report": report, "settings": {key: value for key, value in vars(args).items()
+              "classes": classes, "columns": preprocessor.report() if preprocessor else None, "notices": notices,
+              "report": report, "settings": {key: value for key, value in vars(args).items()
                                                                  if key != "command"}}
     if task == REGRESSION:
         record["target_scaling"] = {"mean": target_mean.tolist(), "scale": target_scale.tolist(),
@@ -880,7 +1031,10 @@ def evaluate(args) -> int:
         if y.shape[1] != model.output_dim:
             raise UsageError(f"{dataset.source}: {y.shape[1]} target columns, but the model has "
                              f"{model.output_dim} outputs")
-    scores = _scores(model, dataset.x, y, info.task)
+    x, notice = _labeled_part(dataset)
+    if notice:
+        print(f"notice: {notice}")
+    scores = _scores(model, x, y, info.task)
     label = os.path.basename(args.data[0]) if args.data else "digits"
     print("\n".join(_format_table({label: scores})))
     return 0

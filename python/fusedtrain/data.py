@@ -16,6 +16,7 @@ import numpy as np
 
 from .backends import CpuBackend
 from .ops import _checks as check
+from .tables import TablePreprocessor  # noqa: F401  (fusedtrain.data.TablePreprocessor)
 
 
 def _as_array(values: Any, name: str) -> np.ndarray:
@@ -66,6 +67,9 @@ def features(x: Any, name: str = "x", input_dim: Optional[int] = None) -> np.nda
     array = _as_array(x, name)
     # The type first: a string or an object is not data of the wrong shape.
     _numeric(array, name)
+    if array.ndim == 1 and array.size and (input_dim is None or array.size == input_dim):
+        raise ValueError(f"{name}: expected a 2-D array (samples, features), got shape {array.shape}; for one "
+                         f"sample pass {name}.reshape(1, -1), for one feature {name}.reshape(-1, 1)")
     if array.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array (samples, features), got shape {array.shape}")
     if array.shape[0] == 0:

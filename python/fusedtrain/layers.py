@@ -225,15 +225,30 @@ def _deserialize(value: Any, module: Any, base: type, name: str) -> Any:
     return found(**value["config"])
 
 
+def _input_dim_from_shape(input_shape: Any, input_dim: Optional[int]) -> int:
+    """Keras' input_shape=(features,) as an input size; a sample here is a vector of features."""
+    if isinstance(input_shape, (int, np.integer)) and not isinstance(input_shape, bool):
+        input_shape = (input_shape,)
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 1:
+        raise ValueError(f"input_shape: expected (features,), one number per sample vector, got {input_shape!r}; "
+                         f"fusedtrain's layers take 2-D data (samples, features)")
+    dim = check.integer(input_shape[0], "input_shape[0]", low=1)
+    if input_dim is not None and check.integer(input_dim, "input_dim", low=1) != dim:
+        raise ValueError(f"input_shape, input_dim: they disagree ({input_shape!r} and {input_dim}); give one")
+    return dim
+
+
 class Dense(Layer):
-    """``activation(x @ kernel + bias)``: a fully connected layer with ``units`` outputs."""
+    """``activation(x @ kernel + bias)``: a fully connected layer with ``units`` outputs.
+    ``input_dim`` (or Keras' ``input_shape=(features,)``) declares the model's input size on
+    a first layer."""
 
     base_name = "dense"
 
     def __init__(self, units: int, activation: Optional[str] = None, use_bias: bool = True,
                  kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
                  kernel_regularizer: Any = None, input_dim: Optional[int] = None,
-                 name: Optional[str] = None, trainable: bool = True):
+                 name: Optional[str] = None, trainable: bool = True, input_shape: Any = None):
         super().__init__(name=name, trainable=trainable)
         self.units = check.integer(units, "units", low=1)
         self.activation = _activation_name(activation)
@@ -241,6 +256,8 @@ class Dense(Layer):
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        if input_shape is not None:
+            input_dim = _input_dim_from_shape(input_shape, input_dim)
         self.declared_input_dim = None if input_dim is None else check.integer(input_dim, "input_dim", low=1)
         self.negative_slope = DEFAULT_NEGATIVE_SLOPE
         self._regularizer_scratch: Optional[np.ndarray] = None

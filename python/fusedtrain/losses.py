@@ -1,5 +1,6 @@
-"""Training losses, by name or object: "mse", "binary_crossentropy" and
-"sparse_categorical_crossentropy". Each validates and converts targets once, before training,
+"""Training losses, by name or object: "mse", "binary_crossentropy",
+"sparse_categorical_crossentropy" (integer class indices) and "categorical_crossentropy"
+(one-hot or probability rows, as Keras'). Each validates and converts targets once, before training,
 and computes the batch loss and its gradient in one kernel call into a preallocated buffer.
 
 The cross-entropies work on logits: the model's last layer outputs logits and the loss applies
@@ -18,6 +19,7 @@ import numpy as np
 
 from . import ops
 from .ops import _checks as check
+from .backends import array_module
 from .data import to_float32
 
 
@@ -111,11 +113,11 @@ class SparseCategoricalCrossentropy(Loss):
 
     def fold_activation(self, final_activation, units):
         if units < 2:
-            raise ValueError(f"loss: sparse_categorical_crossentropy needs one output per class (at least "
+            raise ValueError(f"loss: {self.name} needs one output per class (at least "
                              f"2), but the model has {units}; use binary_crossentropy with one output "
                              f"for two classes")
         if final_activation == "sigmoid":
-            raise ValueError("loss: sparse_categorical_crossentropy applies a softmax to the model's "
+            raise ValueError(f"loss: {self.name} applies a softmax to the model's "
                              "output, but the last layer applies sigmoid; use activation=None or "
                              "'softmax' on the last layer, or binary_crossentropy")
         return final_activation == "softmax"
@@ -149,11 +151,52 @@ class SparseCategoricalCrossentropy(Loss):
         return loss
 
 
+class CategoricalCrossentropy(SparseCategoricalCrossentropy):
+    """Softmax cross-entropy on logits against a target row per sample: one-hot rows or
+    probabilities (label smoothing, soft labels), as Keras' categorical_crossentropy. Per
+    sample -sum_j t_j log softmax(z)_j, averaged over samples; the gradient is
+    (softmax(z) * sum_j t_j - t) / rows. ``predict`` returns softmax probabilities."""
+
+    name = "categorical_crossentropy"
+
+    def targets(self, y, rows, units):
+        if np.ndim(y) == 1:
+            raise ValueError(f"y: categorical_crossentropy takes a one-hot or probability row per sample, shape "
+                             f"({rows}, {units}), got shape {np.shape(y)}; for class indices use "
+                             f"sparse_categorical_crossentropy")
+        targets = _float_targets(y, rows, units, self.name)
+        negative = targets < 0.0
+        if negative.any():
+            index = tuple(int(i) for i in np.argwhere(negative)[0])
+            raise ValueError(f"y: categorical_crossentropy needs one-hot or probability rows (no negative values), "
+                             f"got {float(targets[index]):g} at index {index}")
+        return targets
+
+    def __call__(self, outputs, targets, grad_out, loss_out=None):
+        xp = array_module(outputs)
+        rows = outputs.shape[0]
+        probabilities = ops.softmax(outputs, out=grad_out)
+        logits = outputs.astype(np.float64)
+        largest = logits.max(axis=1, keepdims=True)
+        # log-sum-exp in float64: the loss sum_j t_j (lse - z_j) keeps its precision for any logits.
+        log_sum = largest + xp.log(xp.exp(logits - largest).sum(axis=1, keepdims=True))
+        loss = (targets * (log_sum - logits)).sum() / rows
+        mass = targets.sum(axis=1, keepdims=True)
+        xp.multiply(probabilities, mass, out=grad_out)
+        xp.subtract(grad_out, targets, out=grad_out)
+        xp.divide(grad_out, np.float32(rows), out=grad_out)
+        if loss_out is not None:
+            loss_out[...] = loss
+            return loss_out
+        return float(loss)
+
+
 _BY_NAME = {
     "mse": MeanSquaredError,
     "mean_squared_error": MeanSquaredError,
     "binary_crossentropy": BinaryCrossentropy,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
 }
 
 

@@ -9,7 +9,12 @@ any other numeric array (float64, integers) is converted once, before training, 
 ``np.asarray(x, dtype=np.float32)``. NaN, infinities and values that overflow float32 raise
 ValueError before training starts, as do targets that do not fit the loss (see losses.py).
 Objects with ``__dlpack__`` in CPU memory (PyTorch tensors, ...) are read first without a copy
-(np.from_dlpack). A model on a GPU (``device="cuda"``) copies NumPy data to the GPU once per
+(np.from_dlpack). A pandas DataFrame of numbers is read as its values; the model keeps its
+column names (``feature_names``) from fit and checks them (and takes the columns in that order)
+later. A model with a ``preprocessor`` (tables.TablePreprocessor) takes raw DataFrames (text,
+missing values, dates) and encodes them itself. Class labels: for a classification loss, text
+labels, and integer labels that are not the indices 0..outputs-1, are mapped to indices in
+fit, kept in ``class_labels`` (saved with the model) and given back by predict_classes. A model on a GPU (``device="cuda"``) copies NumPy data to the GPU once per
 call and takes features in GPU memory (CuPy arrays, DLPack objects such as CUDA tensors) in
 place; a model on the CPU refuses GPU arrays.
 
@@ -37,7 +42,7 @@ from . import backends
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
-from . import serialization
+from . import serialization, tables
 from .callbacks import Callback, CallbackList, History, ModelCheckpoint, ProgressLogger
 from .data import BatchLoader, features, to_float32
 from .interop import host_array
@@ -45,6 +50,46 @@ from .layers import Dense, Dropout, Layer, activate
 from .ops import _checks as check
 
 DEVICES = backends.DEVICES
+
+
+def _needs_mapping(labels: np.ndarray, classes: int) -> bool:
+    """Whether fit maps these labels: text (or objects, booleans aside), or integers outside
+    the indices 0..classes-1."""
+    if labels.dtype.kind in "OUS":
+        return True
+    if labels.dtype.kind in "iu" or (labels.dtype.kind == "f" and np.all(np.isfinite(labels))
+                                     and np.all(labels == np.round(labels))):
+        return bool(labels.min() < 0 or labels.max() >= classes)
+    return False
+
+
+def _label_key(label: Any) -> Any:
+    """Equal keys for labels that are equal as a user would read them (1, 1.0, np.int64(1))."""
+    if isinstance(label, (bool, np.bool_)):
+        return ("bool", bool(label))
+    if isinstance(label, (int, float, np.integer, np.floating)):
+        number = float(label)
+        return ("number", number)
+    return ("text", str(label))
+
+
+def _distinct_labels(labels: np.ndarray, name: str) -> List[Any]:
+    """The sorted distinct labels as JSON holds them (ints, floats or strings, not mixed)."""
+    values = labels.tolist()
+    for row, value in enumerate(values):
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            raise ValueError(f"{name}: the label at index {row} is missing ({value!r}); drop rows without a label")
+    kinds = {isinstance(value, str) for value in values}
+    if len(kinds) > 1:
+        raise TypeError(f"{name}: the labels mix text and numbers; give one kind")
+    plain = [value if isinstance(value, str) else (int(value) if float(value).is_integer() else float(value))
+             for value in values]
+    return sorted(set(plain))
+
+
+def _shown(labels: Sequence[Any]) -> str:
+    text = ", ".join(repr(label) for label in labels[:10])
+    return text + (", ..." if len(labels) > 10 else "")
 # DLPack's device type code for CUDA memory (DLDeviceType.kDLCUDA).
 _DLPACK_CUDA = 2
 # Default rows per batch of evaluate and predict (inference needs no small batches).
@@ -105,15 +150,24 @@ class Sequential:
     RuntimeError saying what is missing where that GPU cannot be used); "auto" (the default):
     GPU 0 where it is usable, else the CPU with one line on stderr saying why.
     ``model.device`` is the device chosen ("cpu" or "cuda:N"). ``seed`` (an integer >= 0) makes
-    the initial weights reproducible; None draws fresh entropy."""
+    the initial weights reproducible; None draws fresh entropy. ``preprocessor``: a
+    tables.TablePreprocessor that turns raw DataFrames into features (fitted by the first fit
+    on a DataFrame when it is not fitted yet); saved with the model."""
 
     def __init__(self, layers: Optional[Sequence[Layer]] = None, input_dim: Optional[int] = None,
-                 device: str = "auto", seed: Optional[int] = None, name: str = "sequential"):
+                 device: str = "auto", seed: Optional[int] = None, name: str = "sequential",
+                 preprocessor: Optional[tables.TablePreprocessor] = None):
         self.backend = backends.resolve(device)
         self.device = self.backend.name
         self.seed = None if seed is None else check.integer(seed, "seed", low=0)
         self._entropy = self.seed if self.seed is not None else np.random.SeedSequence().entropy
         self.name = name
+        if preprocessor is not None and not isinstance(preprocessor, tables.TablePreprocessor):
+            raise TypeError(f"preprocessor: expected a fusedtrain.data.TablePreprocessor or None, got "
+                            f"{type(preprocessor).__name__}")
+        self.preprocessor = preprocessor
+        self.feature_names: Optional[List[str]] = None
+        self.class_labels: Optional[List[Any]] = None
         self.input_dim = None if input_dim is None else check.integer(input_dim, "input_dim", low=1)
         self.layers: List[Layer] = []
         self.built = False
@@ -358,8 +412,11 @@ class Sequential:
                 return self.backend.xp.from_dlpack(value)
         return None
 
-    def _features(self, x: Any, name: str = "x") -> Any:
-        """``x`` checked and converted (data.features), on the model's device."""
+    def _features(self, x: Any, name: str = "x", fitting: bool = False) -> Any:
+        """``x`` checked and converted (data.features), on the model's device; a DataFrame
+        through the preprocessor or by its column names (``fitting``: fit may set them)."""
+        if tables.is_table(x):
+            x = self._table_features(x, name, fitting)
         on_gpu = self._gpu_array(x)
         if on_gpu is not None:
             array = self._device_features(on_gpu, name)
@@ -368,6 +425,38 @@ class Sequential:
         if not self.built:
             self.build(array.shape[1])
         return array
+
+    def _table_features(self, table: Any, name: str, fitting: bool) -> np.ndarray:
+        """A DataFrame as a float32 array: encoded by the preprocessor, or its numeric columns
+        in the order of ``feature_names`` (recorded by fit, checked otherwise)."""
+        if self.preprocessor is not None:
+            try:
+                if not self.preprocessor.fitted:
+                    if not fitting:
+                        raise RuntimeError(f"{name}: the model's preprocessor is not fitted yet; fit the model "
+                                           f"(or the preprocessor) on a table first")
+                    self.preprocessor.fit(table)
+                return self.preprocessor.transform(table)
+            except ValueError as error:
+                raise ValueError(f"{name}: {str(error).removeprefix('table: ')}") from None
+        frame = tables.as_frame(table, name)
+        columns = list(frame.columns)
+        if self.feature_names is not None:
+            absent = [column for column in self.feature_names if column not in columns]
+            extra = [column for column in columns if column not in self.feature_names]
+            if absent or extra:
+                problem = f"no column {absent[0]!r}" if absent else f"the column {extra[0]!r} was not seen in fit"
+                raise ValueError(f"{name}: {problem}; the model was fitted on the columns "
+                                 f"{tables._listing(self.feature_names)}")
+            frame = frame[self.feature_names]
+        elif fitting:
+            self.feature_names = columns
+        for column in frame.columns:
+            if frame[column].dtype.kind not in "biuf":
+                raise TypeError(f"{name}: the column {column!r} holds {frame[column].dtype} values, not numbers; "
+                                f"encode it first, for example with Sequential(..., "
+                                f"preprocessor=fusedtrain.data.TablePreprocessor())")
+        return frame.to_numpy(dtype=np.float64, na_value=np.nan)
 
     def _device_features(self, x: Any, name: str) -> Any:
         """CuPy features: used in place when float32, C-contiguous and on the model's GPU; the
@@ -389,14 +478,18 @@ class Sequential:
                                  f"remove or impute them first")
         return array
 
-    def _targets(self, y: Any, rows: int, name: str = "y") -> np.ndarray:
+    def _targets(self, y: Any, rows: int, name: str = "y", fitting: bool = False) -> np.ndarray:
         if y is None:
             raise TypeError(f"{name}: expected an array of targets, one per sample, got None")
         on_gpu = self._gpu_array(y)
         if on_gpu is not None:
             # Targets are checked on the host (losses.py), then copied back: small next to x.
             y = self.backend.xp.asnumpy(on_gpu)
-        y = host_array(y, name)
+        if tables.is_table(y) and y.shape[1] == 1:
+            y = y.iloc[:, 0]
+        y = host_array(np.asarray(y) if type(y).__module__.startswith("pandas") else y, name)
+        if self.loss.task != "regression" and not isinstance(self.loss, losses_module.CategoricalCrossentropy):
+            y = self._class_indices(y, name, fitting)
         shape = np.shape(y)
         if len(shape) == 0:
             raise ValueError(f"{name}: expected one target per sample, got a scalar")
@@ -409,6 +502,37 @@ class Sequential:
             if name != "y" and message.startswith("y:"):
                 message = name + message[1:]
             raise type(error)(message) from None
+
+    def _class_indices(self, y: Any, name: str, fitting: bool) -> Any:
+        """Class labels as the indices the loss takes: through ``class_labels`` when set, else
+        (in fit) text labels, or integers that are not indices 0..classes-1, are mapped to the
+        positions of their sorted distinct values, which become ``class_labels``."""
+        labels = np.asarray(y)
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 1:
+            return y
+        if self.class_labels is None:
+            classes = self.output_dim if self.loss.task == "multiclass" else 2
+            if not fitting or labels.size == 0 or not _needs_mapping(labels, classes):
+                if labels.dtype.kind in "OUS":
+                    raise TypeError(f"{name}: text labels, but the model was fitted on class indices")
+                return y
+            distinct = _distinct_labels(labels, name)
+            if len(distinct) != classes:
+                raise ValueError(f"{name}: {len(distinct)} distinct labels ({_shown(distinct)}), but the model has "
+                                 f"{classes} classes ({'outputs' if self.loss.task == 'multiclass' else 'a sigmoid output: two'}); "
+                                 f"the last layer needs one unit per class")
+            self.class_labels = distinct
+        lookup = {_label_key(label): index for index, label in enumerate(self.class_labels)}
+        indices = np.empty(labels.shape[0], dtype=np.int64)
+        for row, label in enumerate(labels.tolist()):
+            index = lookup.get(_label_key(label))
+            if index is None:
+                raise ValueError(f"{name}: the label {label!r} at index {row} is not one of the model's classes "
+                                 f"({_shown(self.class_labels)})")
+            indices[row] = index
+        return indices
 
     # Training -----------------------------------------------------------------------------------
 
@@ -477,9 +601,9 @@ class Sequential:
             raise ValueError(f"epochs: training would end at epoch {epochs} but {start} epoch {initial_epoch}; "
                              f"epochs is the index of the last epoch (Keras), not a number of further epochs")
 
-        x_all = self._features(x)
+        x_all = self._features(x, fitting=True)
         fold = self._fold(self.loss)
-        y_all = self._targets(y, x_all.shape[0])
+        y_all = self._targets(y, x_all.shape[0], fitting=True)
         x_train, y_train, x_val, y_val = self._split_validation(x_all, y_all, validation_data, validation_split)
         arguments = {"batch_size": batch_size, "shuffle": bool(shuffle), "samples": int(x_train.shape[0]),
                      "validation_samples": 0 if x_val is None else int(x_val.shape[0]), "epochs": epochs}
@@ -733,15 +857,20 @@ class Sequential:
         return self.predict(x, batch_size)
 
     def predict_classes(self, x: Any, batch_size: Optional[int] = None) -> np.ndarray:
-        """Predicted classes as int64: the most probable class per sample (sparse categorical
-        cross-entropy), or 1 where the probability is above 0.5 (binary cross-entropy; shape
-        (samples,) for one output, (samples, outputs) for several)."""
+        """Predicted classes as int64: the most probable class per sample (categorical
+        cross-entropies), or 1 where the probability is above 0.5 (binary cross-entropy; shape
+        (samples,) for one output, (samples, outputs) for several). A model with
+        ``class_labels`` returns those labels instead of the indices."""
         self._require_classifier("predict_classes")
         probabilities = self.predict(x, batch_size)
         if self.loss.task == "multiclass":
-            return np.argmax(probabilities, axis=1).astype(np.int64)
-        classes = (probabilities > 0.5).astype(np.int64)
-        return classes[:, 0] if classes.shape[1] == 1 else classes
+            classes = np.argmax(probabilities, axis=1).astype(np.int64)
+        else:
+            classes = (probabilities > 0.5).astype(np.int64)
+            classes = classes[:, 0] if classes.shape[1] == 1 else classes
+        if self.class_labels is not None:
+            return np.asarray(self.class_labels)[classes]
+        return classes
 
     def _require_classifier(self, what: str) -> None:
         self._require_compiled(what)

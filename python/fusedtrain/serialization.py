@@ -57,7 +57,8 @@ OPTIMIZER_CLASSES = {cls.__name__: cls for cls in (optimizers_module.SGD, optimi
 # into a model that differs in these.
 _RESUME_IGNORED_SETTINGS = ("name", "trainable", "kernel_initializer", "bias_initializer")
 # The metadata entries fusedtrain writes itself; save(metadata=...) may add others.
-_RESERVED_METADATA = ("format", "format_version", "fusedtrain_version", "architecture", "compile", "training")
+_RESERVED_METADATA = ("format", "format_version", "fusedtrain_version", "architecture", "compile", "training",
+                      "inputs")
 # What the built-in callbacks keep (their get_state), key by key: the kinds of value (as
 # _value_kind names them) each key may hold, so that resume refuses a damaged state before
 # training rather than failing in the middle of an epoch. Another callback's set_state checks
@@ -479,7 +480,53 @@ def _model_metadata(model, file_format: str) -> Dict[str, str]:
     settings = compile_config(model)
     if settings is not None:
         metadata["compile"] = json.dumps(settings)
+    inputs = inputs_config(model)
+    if inputs is not None:
+        metadata["inputs"] = json.dumps(inputs)
     return metadata
+
+
+def inputs_config(model) -> Optional[Dict[str, Any]]:
+    """What the model knows about its inputs and outputs beyond the architecture: the
+    DataFrame column names, the class labels and the table preprocessor (None when none)."""
+    preprocessor = model.preprocessor if model.preprocessor is not None and model.preprocessor.fitted else None
+    if model.feature_names is None and model.class_labels is None and preprocessor is None:
+        return None
+    return {"feature_names": model.feature_names, "class_labels": model.class_labels,
+            "preprocessor": None if preprocessor is None else preprocessor.to_config()}
+
+
+def restore_inputs(model, config: Any, source: str) -> None:
+    """Sets what inputs_config wrote on a rebuilt model; ValueError for anything invalid."""
+    from .tables import TablePreprocessor
+
+    config = _mapping(config, "inputs", source)
+    names = config.get("feature_names")
+    if names is not None:
+        if not (isinstance(names, list) and all(isinstance(name, str) for name in names)
+                and len(set(names)) == len(names) and len(names) == model.input_dim):
+            raise ValueError(f"{source}: inputs: feature_names must be {model.input_dim} distinct column names")
+    labels = config.get("class_labels")
+    if labels is not None:
+        if model.compiled:
+            classes = {model.output_dim if model.loss.task == "multiclass" else 2}
+        else:
+            classes = {model.output_dim, 2}
+        kinds = {type(label) for label in labels} if isinstance(labels, list) else set()
+        if not (isinstance(labels, list) and len(labels) in classes and len(kinds) == 1
+                and kinds <= {str, int, float} and len(set(labels)) == len(labels)):
+            raise ValueError(f"{source}: inputs: class_labels must be {' or '.join(map(str, sorted(classes)))} "
+                             f"distinct labels of one kind")
+    preprocessor = config.get("preprocessor")
+    if preprocessor is not None:
+        try:
+            preprocessor = TablePreprocessor.from_config(preprocessor)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{source}: inputs: {error}") from None
+        if len(preprocessor.feature_names) != model.input_dim:
+            raise ValueError(f"{source}: inputs: the preprocessor gives {len(preprocessor.feature_names)} features, "
+                             f"but the model takes {model.input_dim}")
+    model.feature_names, model.class_labels, model.preprocessor = names, labels, preprocessor
 
 
 def save(model, path: Any, metadata: Optional[Dict[str, str]] = None) -> None:
@@ -526,6 +573,9 @@ def load(path: Any, compile: bool = True, device: str = "auto") -> "Sequential":
             model.compile(*arguments)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{source}: invalid compile settings: {error}") from None
+    inputs = stored.json("inputs", required=False)
+    if inputs is not None:
+        restore_inputs(model, inputs, source)
     return model
 
 
