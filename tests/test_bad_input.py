@@ -884,13 +884,15 @@ FIT_CASES = [
     ("x-gpu", {"x": FakeCupyArray()}, TypeError, r"^x: a GPU array \(cupy._core.core.FakeCupyArray\)"),
     ("y-shorter", {"y": Y[:16]}, ValueError, r"^y: expected 17 samples \(as many rows as x\), got 16"),
     ("y-none", {"y": None}, TypeError, r"^y: expected an array of targets, one per sample, got None"),
-    ("y-negative", {"y": Y - 1}, ValueError, r"^y: class labels must be in \[0, 2\)"),
-    ("y-too-large", {"y": Y + 1}, ValueError, r"^y: class labels must be in \[0, 2\)"),
+    ("y-three-labels", {"y": np.arange(17) % 3 + 1}, ValueError,
+     r"^y: 3 distinct labels \(1, 2, 3\), but the model has 2 classes"),
+    ("y-three-texts", {"y": (np.arange(17) % 3).astype(str)}, ValueError, r"^y: 3 distinct labels \('0', '1', '2'\)"),
     ("y-fractional", {"y": Y + 0.5}, ValueError, r"^y: class labels must be integers, got \d\.5"),
     ("y-nan", {"y": np.where(Y > 0, np.nan, 0.0)}, ValueError, r"^y: class labels must be integers, got nan"),
-    ("y-object", {"y": Y.astype(object)}, TypeError, r"^y: class labels must be integers, got dtype object"),
+    ("y-object-none", {"y": np.array([None] + list(Y[1:]), dtype=object)}, ValueError,
+     r"^y: the label at index 0 is missing \(None\)"),
+    ("y-mixed", {"y": np.array(["a"] + list(Y[1:]), dtype=object)}, TypeError, r"^y: the labels mix text and numbers"),
     ("y-complex", {"y": Y.astype(np.complex64)}, TypeError, r"^y: class labels must be integers"),
-    ("y-strings", {"y": Y.astype(str)}, TypeError, r"^y: class labels must be integers"),
     ("y-one-hot", {"y": np.eye(2)[Y]}, ValueError, r"^y: sparse_categorical_crossentropy takes one class index"),
     ("y-gpu", {"y": FakeCupyArray()}, TypeError, r"^y: a GPU array"),
     ("batch_size-0", {"batch_size": 0}, ValueError, r"^batch_size: expected an integer >= 1, got 0"),
@@ -1049,7 +1051,7 @@ def test_model_arguments(make, error, message):
 
 def test_loss_and_metric_objects_refuse_bad_names():
     assert public_classes(losses, losses.Loss) == {"Loss", "MeanSquaredError", "BinaryCrossentropy",
-                                                   "SparseCategoricalCrossentropy"}
+                                                   "SparseCategoricalCrossentropy", "CategoricalCrossentropy"}
     assert public_classes(metrics, metrics.Metric) == {"Metric", "Accuracy", "MeanAbsoluteError", "MeanSquaredError"}
     # An unknown name is a ValueError, anything but a name or an object a TypeError.
     for bad, error in (("nope", ValueError), (3, TypeError), (None, TypeError)):
@@ -1355,7 +1357,7 @@ def cli_folder(tmp_path_factory):
     (folder / "header.csv").write_text("a,b,label\n")
     (folder / "garbage.csv").write_bytes(bytes(range(256)) * 8)
     (folder / "data.csv").write_text("a,b,label\n" + "".join(f"{i % 3},{i % 5},{i % 2}\n" for i in range(30)))
-    (folder / "nan.csv").write_text("a,b,label\n1,nan,0\n2,3,1\n")
+    (folder / "nan.csv").write_text("a,b,label\n1,inf,0\n2,3,1\n")
     (folder / "ragged.csv").write_text("a,b,label\n1,2,0\n3,1\n")
     (folder / "text.csv").write_text("a,b,label\n1,two,0\n2,3,1\n")
     (folder / "model.safetensors").write_text("not a model")
@@ -1385,9 +1387,12 @@ CLI_CASES = [
     ("empty-csv", ["train", "empty.csv", *FAST], r"empty.csv: the file is empty"),
     ("header-only", ["train", "header.csv", *FAST], r"header.csv: no data rows below the header"),
     ("binary-garbage", ["train", "garbage.csv", *FAST], r"garbage.csv: not a text file in UTF-8"),
-    ("nan-cell", ["train", "nan.csv", *FAST], r"nan.csv: column 'b', row 1 .*'nan' is not a finite number"),
+    ("inf-cell", ["train", "nan.csv", *FAST, "--val-split", "0", "--test-split", "0"], r"nan.csv: the column 'b' holds inf, not a finite number"),
     ("ragged-row", ["train", "ragged.csv", *FAST], r"ragged.csv, line 3: 2 fields, but the header has 3"),
-    ("text-cell", ["train", "text.csv", *FAST, "--task", "classification"], r"text.csv: .*'two'"),
+    ("text-cell", ["train", "text.csv", *FAST, "--numeric", "b", "--val-split", "0", "--test-split", "0"],
+     r"text.csv: the column 'b' \(numeric on request\) holds 'two' at row 1, not a number"),
+    ("unknown-column-option", ["train", "data.csv", *FAST, "--drop", "zz"], r"data.csv: no column named 'zz'"),
+    ("column-option-for-npy", ["train", "x.npy", "x.npy", *FAST, "--keep", "a"], r"--keep: names columns of a CSV"),
     ("one-npy", ["train", "x.npy", *FAST], r"x.npy: a .npy file holds one array"),
     ("unknown-target", ["train", "data.csv", *FAST, "--target", "zz"], r"no column named 'zz'"),
     ("out-is-folder", ["train", "data.csv", *FAST, "--out", "folder"], r"--out: folder is a folder"),

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import fusedtrain as ft
@@ -141,10 +142,15 @@ def test_the_model_file_takes_raw_features_in_python(classifier):
     (x_train, _), _, _ = ft.data.train_val_test_split(x, indices, (0.7, 0.15, 0.15), stratify=indices, seed=0)
     np.testing.assert_allclose(first.mean, x_train.astype(np.float32).mean(axis=0, dtype=np.float64), rtol=1e-6)
     np.testing.assert_allclose(first.variance, x_train.astype(np.float32).var(axis=0, dtype=np.float64), rtol=1e-5)
-    predicted = SPECIES[model.predict_classes(x)]
-    assert np.mean(predicted == labels) >= 0.9
+    # The model knows its labels, and reads its columns by name from a raw table.
+    assert model.class_labels == list(SPECIES)
+    predicted = model.predict_classes(x)
+    assert predicted.dtype.kind == "U" and np.mean(predicted == labels) >= 0.9
+    frame = pd.DataFrame(x[:, ::-1], columns=FEATURES[::-1])
+    np.testing.assert_array_equal(model.predict_classes(frame), predicted)
+    assert model.preprocessor.input_columns == FEATURES
     task = json.loads(serialization.read(classifier["model"]).metadata["task"])
-    assert task["classes"] == list(SPECIES) and task["target"] == "species" and task["features"] == FEATURES
+    assert task["classes"] == list(SPECIES) and task["target"] == "species" and task["features"] is None
 
 
 def test_predict_writes_the_original_labels_and_probabilities(classifier, tmp_path):
@@ -174,7 +180,7 @@ def test_evaluate_matches_the_python_api(classifier):
     result = succeeded(run_cli("evaluate", classifier["model"], classifier["data"]))
     scores = table(result.stdout)["flowers.csv"]
     model = ft.load(classifier["model"])
-    expected = model.evaluate(classifier["x"], np.unique(classifier["labels"], return_inverse=True)[1])
+    expected = model.evaluate(classifier["x"], classifier["labels"])
     assert scores["loss"] == pytest.approx(expected["loss"], abs=1e-4)
     assert scores["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-4)
     assert scores["samples"] == 150
@@ -311,8 +317,8 @@ def _mistake_files(folder: Path):
     write_flowers(folder / "good.csv", x, labels)
     write_csv(folder / "text_feature.csv", ["height", "colour", "species"],
               [x[:, 0], ["red"] * 29 + ["blue"], labels])
-    rows = [[f"{value}" for value in x[:, 0]], [f"{value}" for value in x[:, 1]], list(labels)]
-    rows[1][4] = ""
+    # Every row misses a or b.
+    rows = [[""] + [f"{value}" for value in x[1:, 0]], ["1.0"] + [""] * 29, list(labels)]
     write_csv(folder / "empty_cell.csv", ["a", "b", "species"], rows)
     (folder / "ragged.csv").write_text("a,b,species\n1,2,x\n3,y\n")
     (folder / "empty.csv").write_text("")
@@ -340,10 +346,12 @@ def _mistake_files(folder: Path):
 MISTAKES = {
     "missing file": (["train", "nowhere.csv"], ["nowhere.csv: no such file"]),
     "a folder as data": (["train", "folder"], ["is a folder"]),
-    "non-numeric feature": (["train", "text_feature.csv"], ["column 'colour' is not numeric", "row 1 (line 2)",
-                                                            "'red'"]),
-    "empty value": (["train", "empty_cell.csv"], ["column 'b'", "row 5 (line 6)", "an empty value"]),
-    "value beyond float32": (["train", "huge.csv"], ["'1e40' is too large for float32"]),
+    "text in a --numeric column": (["train", "text_feature.csv", "--numeric", "colour"],
+                                   ["the column 'colour' (numeric on request) holds 'red' at row 1, not a number"]),
+    "--missing drop leaves nothing": (["train", "empty_cell.csv", "--missing", "drop"],
+                                      ["every row has a missing value"]),
+    "value beyond float32": (["train", "huge.csv"], ["the column 'a' holds 1e+40, not a finite number within "
+                                                     "float32's range"]),
     "unknown target column": (["train", "good.csv", "--target", "colour"], ["no column named 'colour'",
                                                                            "'species'"]),
     "ragged row": (["train", "ragged.csv"], ["line 3: 2 fields, but the header has 3"]),
@@ -402,8 +410,12 @@ def test_model_and_data_mistakes(classifier, tmp_path):
     one_line_error(run_cli("evaluate", model, data), "'daisy'")
     missing = write_csv(tmp_path / "missing.csv", FEATURES[:3], [x[:, 0], x[:, 1], x[:, 2]])
     one_line_error(run_cli("predict", model, missing), "no column named 'petal_width'")
+    # Other columns are ignored: the model reads its own by name.
     extra = write_csv(tmp_path / "extra.csv", FEATURES + ["id"], [*x.T, np.arange(len(x))])
-    one_line_error(run_cli("predict", model, extra), "the column 'id' is not one of the model's features")
+    succeeded(run_cli("predict", model, extra, "--out", tmp_path / "extra.csv.out"))
+    text = write_csv(tmp_path / "text.csv", FEATURES, [x[:, 0], x[:, 1], ["tall"] * len(x), x[:, 3]])
+    one_line_error(run_cli("predict", model, text, "--out", tmp_path / "p.csv"), "the column 'petal_length' holds "
+                   "'tall' at row 1; it was numeric in training")
     np.save(tmp_path / "wide.npy", np.ones((5, 7)))
     one_line_error(run_cli("predict", model, tmp_path / "wide.npy"), "7 feature columns, but the model takes 4")
     assert not (tmp_path / "p.csv").exists()

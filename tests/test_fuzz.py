@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 import fusedtrain as ft
 from fusedtrain import callbacks as cb
 from fusedtrain import __main__ as main_module
-from fusedtrain import cli, layers, regularizers, serialization
+from fusedtrain import cli, layers, regularizers, serialization, tables
 
 LONG_RUN_EXAMPLES = int(os.environ.get("FUSEDTRAIN_FUZZ_EXAMPLES", "0"))
 # The long run draws new inputs each time; the short one the same inputs every time.
@@ -487,11 +487,18 @@ def check_csv(path, **arguments):
     except cli.UsageError as error:
         assert str(path) in str(error), str(error)
         return None
+    # The table's columns through the preprocessor train uses: features, or a ValueError that
+    # the command line prints as one line.
+    try:
+        dataset.x = tables.TablePreprocessor(scale=False).fit_transform(dataset.table)
+    except ValueError as error:
+        assert str(error).startswith("table: "), str(error)
+        return None
     assert dataset.x.dtype == np.float32 and dataset.x.ndim == 2 and dataset.x.shape[1] >= 1
     assert np.isfinite(dataset.x).all()
     assert len(dataset.lines) == dataset.x.shape[0] >= 1
     if dataset.y is not None:
-        assert dataset.y.shape[0] == dataset.x.shape[0]
+        assert dataset.y.shape[0] == int(dataset.labeled.sum())
         try:
             task = cli.infer_task(dataset.y)
             if task == cli.CLASSIFICATION:
@@ -509,7 +516,7 @@ def check_csv(path, **arguments):
 
 CSV_ARGUMENTS = st.one_of(st.just({}), st.just({"target_required": False}),
                           st.fixed_dictionaries({"target": st.sampled_from(["a", "b", "label", "", " a"])}),
-                          st.just({"feature_names": ["a", "b"], "default_target": "label"}))
+                          st.just({"default_target": "label"}))
 
 
 @FUZZ

@@ -45,7 +45,7 @@ MAX_INFERRED_CLASSES = 20
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 DIGITS = "the bundled digits (UCI optical recognition of handwritten digits)"
 COLUMN_OPTIONS = ("categorical", "numeric", "drop", "keep")
-TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 # The delimiters a CSV file may use (sniffed from its first lines).
 DELIMITERS = ",;\t|"
 
@@ -100,13 +100,14 @@ def _check_readable(path: str) -> None:
 
 
 def read_dataset(paths: Sequence[str], *, target: Optional[str] = None, target_required: bool = True,
-                 feature_names: Optional[List[str]] = None, default_target: Optional[str] = None) -> Dataset:
-    """Reads DATA as the command line names it: nothing (the bundled digits), one .csv or .npz
-    file, one .npy file of features, or two .npy files (features, then targets).
+                 default_target: Optional[str] = None) -> Dataset:
+    """Reads DATA as the command line names it: nothing (the bundled digits), one .csv or
+    Parquet file (a table: ``Dataset.table``), one .npz file, one .npy file of features, or two
+    .npy files (features, then targets).
 
-    CSV: ``target`` names the target column; without it ``default_target`` (when the file has
-    that column) or, when a target is required, the last column. ``feature_names`` (a model's
-    columns) selects the features by name; otherwise every other column is a feature."""
+    Tables: ``target`` names the target column; without it ``default_target`` (when the file
+    has that column) or, when a target is required, the last column. Every other column is a
+    feature column; rows without a target value are marked in ``Dataset.labeled``."""
     paths = list(paths)
     if len(paths) > 2:
         raise UsageError(f"expected one data file (.csv or .npz) or two .npy files (features, targets), got "
@@ -880,32 +881,34 @@ def _encode_table(dataset: Dataset, y: np.ndarray, args, stratify: bool, notices
     """Splits a table's labeled rows, fits the preprocessor on the training rows and encodes
     them all: (the preprocessor, the three (x, y) parts); sets ``dataset.x``."""
     table = dataset.table
-    if dataset.labeled is not None and not dataset.labeled.all():
+    labeled = np.flatnonzero(dataset.labeled) if dataset.labeled is not None else np.arange(len(table))
+    if labeled.size < len(table):
         _, notice = _labeled_part(Dataset(np.empty((dataset.samples, 0)), dataset.y, dataset.source,
                                           target_name=dataset.target_name, labeled=dataset.labeled))
         notices.append(notice + " of training; predict still predicts them")
-        table = table[dataset.labeled]
-    table = table.reset_index(drop=True)
-    order = np.arange(len(table)).reshape(-1, 1)
-    parts = [indices[:, 0] for indices, _ in _split(order, y, args, stratify)]
+    # The parts as rows of the whole table, so that every message numbers the file's rows.
+    parts = [labeled[indices[:, 0]] for indices, _ in _split(np.arange(labeled.size).reshape(-1, 1), y, args,
+                                                              stratify)]
+    position = np.full(len(table), -1)
+    position[labeled] = np.arange(labeled.size)
     preprocessor = tables.TablePreprocessor(categorical=args.categorical or (), numeric=args.numeric or (),
                                             drop=args.drop or (), keep=args.keep or (), dates=args.dates,
                                             missing=args.missing, scale=False)
     try:
-        preprocessor.fit(table.iloc[parts[0]])
+        preprocessor.fit(table, rows=parts[0])
         if args.missing == "drop":
-            complete = ~preprocessor.incomplete_rows(table)
-            left = int((~complete).sum())
+            incomplete = preprocessor.incomplete_rows(table)
+            left = int(incomplete[labeled].sum())
             if left:
                 notices.append(f"{left} row{'s' if left > 1 else ''} with a missing value left out (--missing drop)")
-            parts = [indices[complete[indices]] for indices in parts]
+            parts = [indices[~incomplete[indices]] for indices in parts]
             if parts[0].size == 0:
                 raise UsageError(f"{dataset.source}: every training row has a missing value; use --missing impute")
         x = preprocessor.transform(table)
     except (TypeError, ValueError) as error:
         raise UsageError(f"{dataset.source}: {str(error).removeprefix('table: ')}") from None
-    dataset.x = x
-    return preprocessor, [(x[indices], y[indices]) for indices in parts]
+    dataset.x = x[labeled]
+    return preprocessor, [(x[indices], y[position[indices]]) for indices in parts]
 
 
 def _silence_constant_features(model: Sequential, x_train: np.ndarray) -> None:

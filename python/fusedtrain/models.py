@@ -514,7 +514,8 @@ class Sequential:
             return y
         if self.class_labels is None:
             classes = self.output_dim if self.loss.task == "multiclass" else 2
-            if not fitting or labels.size == 0 or not _needs_mapping(labels, classes):
+            # Decided by the first fit: a model fitted on class indices keeps taking indices.
+            if not fitting or self._fit_count > 0 or labels.size == 0 or not _needs_mapping(labels, classes):
                 if labels.dtype.kind in "OUS":
                     raise TypeError(f"{name}: text labels, but the model was fitted on class indices")
                 return y

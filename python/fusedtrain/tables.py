@@ -8,8 +8,8 @@ The rules (each column of the table ``fit`` sees):
 - boolean: bool dtype, or text whose values are all true/false, yes/no, y/n or t/f words.
   Encoded 0/1.
 - numeric: numbers (text that parses as numbers included). Integers with at most
-  MAX_INTEGER_CATEGORIES distinct values are categorical instead (codes such as cylinders or
-  a class of travel).
+  MAX_INTEGER_CATEGORIES distinct values, each seen twice on average, are categorical instead
+  (codes such as cylinders or a class of travel).
 - datetime: datetime dtype, or text that parses as dates in one format. Expanded into year,
   month, day, weekday, day of year and the day of year as a point on a circle (sin, cos), plus
   hour and minute when the times are not all midnight. ``dates="drop"`` drops them.
@@ -207,9 +207,6 @@ class _Column:
         return pd.to_numeric(pd.Series(self.text, dtype=object), errors="coerce").to_numpy(dtype=np.float64,
                                                                                           na_value=np.nan)
 
-    def present_text(self) -> np.ndarray:
-        return self.text[~self.missing]
-
 
 class TablePreprocessor:
     """Infers a plan for each column of a table (see the module's rules), then turns tables
@@ -267,7 +264,10 @@ class TablePreprocessor:
 
     # Fitting ------------------------------------------------------------------------------------
 
-    def fit(self, table: Any) -> "TablePreprocessor":
+    def fit(self, table: Any, rows: Any = None) -> "TablePreprocessor":
+        """Infers the plan from ``table``. ``rows`` (indices or a boolean mask): the rows whose
+        values give the statistics (medians, categories, scaling), such as a training split;
+        the types are read from every row, and messages number the rows of ``table``."""
         frame = as_frame(table)
         if len(frame) == 0:
             raise ValueError("table: empty (0 rows)")
@@ -280,9 +280,18 @@ class TablePreprocessor:
                              f"{_listing(list(frame.columns))}")
         columns = [_Column(frame[name]) for name in frame.columns]
         complete = None
+        if rows is not None:
+            complete = np.zeros(len(frame), dtype=bool)
+            try:
+                complete[np.asarray(rows)] = True
+            except IndexError:
+                raise ValueError(f"rows: expected row indices or a mask of {len(frame)} rows") from None
+            if not complete.any():
+                raise ValueError("rows: selects no row")
         if self.missing == "drop":
             masks = [column.missing for column in columns if column.name not in self.drop and not column.missing.all()]
-            complete = ~np.any(masks, axis=0) if masks else np.ones(len(frame), dtype=bool)
+            selected = ~np.any(masks, axis=0) if masks else np.ones(len(frame), dtype=bool)
+            complete = selected if complete is None else complete & selected
             if not complete.any():
                 raise ValueError("missing='drop': every row has a missing value; use missing='impute'")
         plans = [self._plan(column, complete) for column in columns]
@@ -305,7 +314,7 @@ class TablePreprocessor:
             return ColumnPlan(name, "dropped", "dropped on request")
         rows = np.ones(column.rows, dtype=bool) if complete is None else complete
         missing = column.missing[rows]
-        gaps = int(missing.sum()) if complete is None else 0
+        gaps = int(missing.sum()) if self.missing == "impute" else 0
         present = int((~missing).sum())
         if present == 0:
             if name in self.keep or name in self.categorical or name in self.numeric:
@@ -315,7 +324,9 @@ class TablePreprocessor:
             return self._categorical(column, rows, gaps, "categorical on request")
         if name in self.numeric:
             return self._numeric(column, rows, gaps, "numeric on request", require=True)
+        # The type is read from every row, the statistics from ``rows``.
         kind = column.dtype_kind
+        values = ~column.missing
         if kind == "bool":
             return self._numeric(column, rows, gaps, "", kind="boolean")
         if kind == "date":
@@ -323,25 +334,27 @@ class TablePreprocessor:
         if kind == "category":
             return self._categorical(column, rows, gaps, "")
         if kind == "text":
-            words = {value.lower() for value in column.text[rows & ~column.missing]}
+            words = {value.lower() for value in column.text[values]}
             # One word for true and one for false at most: "yes"/"no", "True"/"False", "y"/"n".
             if words <= (TRUE_WORDS | FALSE_WORDS) and len(words & TRUE_WORDS) <= 1 and len(words & FALSE_WORDS) <= 1:
                 return self._boolean_words(column, rows, gaps)
-        numbers = column.parsed_numbers()[rows]
+        numbers = column.parsed_numbers()
         parsed = ~np.isnan(numbers)
-        if parsed.sum() == present:
+        if parsed.sum() == values.sum():
+            _check_finite(numbers[parsed], name)
             integral = np.all(numbers[parsed] == np.round(numbers[parsed]))
             distinct = np.unique(numbers[parsed])
-            if integral and distinct.size <= MAX_INTEGER_CATEGORIES:
+            if integral and distinct.size <= MAX_INTEGER_CATEGORIES and 2 * distinct.size <= parsed.sum():
                 return self._categorical(column, rows, gaps, f"integers, {distinct.size} distinct values")
-            if integral and present >= MIN_IDENTIFIER_ROWS and distinct.size == present \
-                    and distinct[-1] - distinct[0] == present - 1 and name not in self.keep:
+            if integral and distinct.size >= MIN_IDENTIFIER_ROWS and distinct.size == parsed.sum() \
+                    and distinct[-1] - distinct[0] == distinct.size - 1 and name not in self.keep:
                 return ColumnPlan(name, "dropped", "identifier: consecutive integers, unique per row")
             return self._numeric(column, rows, gaps, "")
-        fmt = _date_format(column.text[rows & ~column.missing])
+        fmt = _date_format(column.text[values])
         if fmt is not None:
             return self._dates(column, rows, gaps, fmt)
-        distinct = len(set(column.text[rows & ~column.missing]))
+        present = int(values.sum())
+        distinct = len(set(column.text[values]))
         if name not in self.keep:
             if distinct == present and present >= MIN_IDENTIFIER_ROWS:
                 return ColumnPlan(name, "dropped", "identifier: text unique per row; keep it with keep=")
@@ -587,8 +600,8 @@ def _one_hot(plan: ColumnPlan, keys: np.ndarray, missing: np.ndarray) -> np.ndar
 def _check_finite(values: np.ndarray, name: str) -> None:
     bad = ~np.isfinite(values) | (np.abs(values) > float(np.finfo(np.float32).max))
     if bad.any():
-        raise ValueError(f"table: the column {name!r} holds {values[np.argmax(bad)]!r}, not a finite number within "
-                         f"float32's range")
+        raise ValueError(f"table: the column {name!r} holds {float(values[np.argmax(bad)]):g}, not a finite number "
+                         f"within float32's range")
 
 
 def _date_format(texts: np.ndarray) -> Optional[str]:
