@@ -634,9 +634,9 @@ def _parse_dates(column: _Column, fmt: Optional[str]) -> np.ndarray:
 def _date_parts(nanoseconds: np.ndarray, parts: Sequence[str]) -> np.ndarray:
     pd = _pandas()
     stamps = pd.DatetimeIndex(nanoseconds.astype(np.int64).astype("datetime64[ns]"))
-    day_of_year = stamps.dayofyear.to_numpy().astype(np.float64)
+    day_of_year = stamps.day_of_year.to_numpy().astype(np.float64)
     angle = 2.0 * np.pi * (day_of_year - 1.0) / 365.25
-    values = {"year": stamps.year, "month": stamps.month, "day": stamps.day, "weekday": stamps.weekday,
+    values = {"year": stamps.year, "month": stamps.month, "day": stamps.day, "weekday": stamps.day_of_week,
               "day_of_year": day_of_year, "day_of_year_sin": np.sin(angle), "day_of_year_cos": np.cos(angle),
               "hour": stamps.hour, "minute": stamps.minute}
     return np.column_stack([np.asarray(values[part], dtype=np.float64) for part in parts])
