@@ -891,10 +891,10 @@ def _encode_table(dataset: Dataset, y: np.ndarray, args, stratify: bool, notices
                                                               stratify)]
     position = np.full(len(table), -1)
     position[labeled] = np.arange(labeled.size)
-    preprocessor = tables.TablePreprocessor(categorical=args.categorical or (), numeric=args.numeric or (),
-                                            drop=args.drop or (), keep=args.keep or (), dates=args.dates,
-                                            missing=args.missing, scale=False)
     try:
+        preprocessor = tables.TablePreprocessor(categorical=args.categorical or (), numeric=args.numeric or (),
+                                                drop=args.drop or (), keep=args.keep or (), dates=args.dates,
+                                                missing=args.missing, scale=False)
         preprocessor.fit(table, rows=parts[0])
         if args.missing == "drop":
             incomplete = preprocessor.incomplete_rows(table)

@@ -314,7 +314,8 @@ class TablePreprocessor:
             return ColumnPlan(name, "dropped", "dropped on request")
         rows = np.ones(column.rows, dtype=bool) if complete is None else complete
         missing = column.missing[rows]
-        gaps = int(missing.sum()) if self.missing == "impute" else 0
+        # Gaps are counted over every row (an indicator wherever one may occur), filled from ``rows``.
+        gaps = int(column.missing.sum()) if self.missing == "impute" else 0
         present = int((~missing).sum())
         if present == 0:
             if name in self.keep or name in self.categorical or name in self.numeric:
