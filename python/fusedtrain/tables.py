@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -385,9 +386,9 @@ class TablePreprocessor:
     @staticmethod
     def _boolean_values(column: _Column) -> np.ndarray:
         values = np.full(column.rows, np.nan)
-        for row in np.flatnonzero(~column.missing):
-            word = column.text[row].lower()
-            values[row] = 1.0 if word in TRUE_WORDS else 0.0 if word in FALSE_WORDS else np.nan
+        present = np.flatnonzero(~column.missing)
+        words = _pandas().Series(column.text[present], dtype=object).str.lower()
+        values[present] = np.where(words.isin(TRUE_WORDS), 1.0, np.where(words.isin(FALSE_WORDS), 0.0, np.nan))
         return values
 
     def _dates(self, column: _Column, rows, gaps: int, fmt: Optional[str]) -> ColumnPlan:
@@ -402,9 +403,7 @@ class TablePreprocessor:
 
     def _categorical(self, column: _Column, rows, gaps: int, note: str) -> ColumnPlan:
         keys = _keys(column)
-        counts: Dict[Any, int] = {}
-        for row in np.flatnonzero(rows & ~column.missing):
-            counts[keys[row]] = counts.get(keys[row], 0) + 1
+        counts: Dict[Any, int] = Counter(keys[rows & ~column.missing].tolist())
         frequent = sorted(counts, key=lambda key: (-counts[key], _order(key)))[:MAX_CATEGORIES]
         # A category seen once is left to the 'unknown' slot when others repeat, so that slot
         # learns what a rare or new category means.
@@ -572,11 +571,16 @@ def _order(key: Any):
 
 
 def _keys(column: _Column) -> np.ndarray:
-    keys = np.empty(column.rows, dtype=object)
+    """The category key of each row (None where missing), each distinct value keyed once."""
+    keys = np.full(column.rows, None, dtype=object)
     source = column.text if column.text is not None else (
         column.numbers if column.numbers is not None else column.dates.astype(str))
-    for row in np.flatnonzero(~column.missing):
-        keys[row] = _key(source[row])
+    present = np.flatnonzero(~column.missing)
+    if present.size:
+        codes, uniques = _pandas().factorize(source[present])
+        distinct = np.empty(len(uniques), dtype=object)
+        distinct[:] = [_key(value) for value in uniques]
+        keys[present] = distinct[codes]
     return keys
 
 
@@ -587,14 +591,15 @@ def _numeric_text(column: _Column) -> bool:
 
 def _one_hot(plan: ColumnPlan, keys: np.ndarray, missing: np.ndarray) -> np.ndarray:
     width = len(plan.categories) + 1 + int(plan.missing_slot)
-    block = np.zeros((keys.shape[0], width), dtype=np.float64)
-    slot = {category: index for index, category in enumerate(plan.categories)}
     unknown = len(plan.categories)
-    for row in range(keys.shape[0]):
-        if missing[row]:
-            block[row, unknown + 1 if plan.missing_slot else unknown] = 1.0
-        else:
-            block[row, slot.get(keys[row], unknown)] = 1.0
+    slot = {category: index for index, category in enumerate(plan.categories)}
+    slots = np.full(keys.shape[0], unknown + 1 if plan.missing_slot else unknown, dtype=np.int64)
+    present = np.flatnonzero(~missing)
+    if present.size:
+        codes, uniques = _pandas().factorize(keys[present])
+        slots[present] = np.array([slot.get(key, unknown) for key in uniques], dtype=np.int64)[codes]
+    block = np.zeros((keys.shape[0], width), dtype=np.float64)
+    block[np.arange(keys.shape[0]), slots] = 1.0
     return block
 
 
