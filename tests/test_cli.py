@@ -442,13 +442,17 @@ def _readme_commands():
 
 @pytest.mark.skipif(not README.exists(), reason="needs the source tree's README.md")
 def test_readme_commands_run(tmp_path):
-    """Runs the README's command-line examples in order, in one folder; they may use the file
-    measurements.csv (flower measurements with a text `species` column) written here."""
+    """Runs the README's command-line examples in order, in one folder; they may use the files
+    measurements.csv (flower measurements with a text `species` column) and penguins.csv (the
+    palmerpenguins package's table) written here."""
     commands = _readme_commands()
     assert any(command.split()[:2] == ["fusedtrain", "train"] for command in commands), \
         "the README shows no `fusedtrain train` command"
     x, labels = flowers()
     write_flowers(tmp_path / "measurements.csv", x, labels)
+    import palmerpenguins
+
+    palmerpenguins.load_penguins().to_csv(tmp_path / "penguins.csv", index=False)
     # Each distinct command once, in order; test_bench.py runs `fusedtrain bench --quick` (the
     # benchmark takes seconds even when quick).
     for command in dict.fromkeys(commands):
