@@ -262,7 +262,8 @@ def make_module() -> types.ModuleType:
         setattr(module, name, getattr(np, name))
     for name in ("empty", "zeros", "ones", "full", "arange", "empty_like", "zeros_like", "take", "copyto", "sqrt",
                  "maximum", "minimum", "reciprocal", "subtract", "multiply", "add", "divide", "abs", "sign", "dot",
-                 "isfinite", "count_nonzero", "equal", "where", "exp", "log", "argmax", "linspace", "concatenate"):
+                 "isfinite", "count_nonzero", "equal", "where", "exp", "log", "log1p", "argmax", "linspace", "concatenate",
+                 "take_along_axis"):
         setattr(module, name, _module_function(name))
     module.asarray = module.array = _asarray
     module.ascontiguousarray = _ascontiguousarray

@@ -916,7 +916,7 @@ FIT_CASES = [
      r"^validation_split: 0.99 of 17 samples leaves an empty training set"),
     ("validation_data-one-array", {"validation_data": X}, ValueError, r"^validation_data: expected a tuple"),
     ("validation_data-one-item", {"validation_data": (X,)}, ValueError, r"^validation_data: expected a tuple"),
-    ("validation_data-three-items", {"validation_data": (X, Y, None)}, ValueError, r"^validation_data: expected a tuple"),
+    ("validation_data-four-items", {"validation_data": (X, Y, None, None)}, ValueError, r"^validation_data: expected a tuple"),
     ("validation_data-dict", {"validation_data": {"x": X}}, ValueError, r"^validation_data: expected a tuple"),
     ("validation_data-lengths", {"validation_data": (X, Y[:3])}, ValueError,
      r"^validation_data\[1\]: expected 17 samples"),
@@ -943,8 +943,14 @@ FIT_CASES = [
     ("metrics-string", {"metrics": "accuracy"}, TypeError, r"^metrics: expected a list of metric names"),
     ("metrics-unknown", {"metrics": ["f1"]}, ValueError, r"^metrics: expected Metric objects or names"),
     ("metrics-duplicate", {"metrics": ["accuracy", "accuracy"]}, ValueError, r"^metrics: each metric needs a distinct"),
-    ("class_weight", {"class_weight": {0: 2.0}}, TypeError, r"unexpected keyword argument 'class_weight'"),
-    ("sample_weight", {"sample_weight": np.ones(17)}, TypeError, r"unexpected keyword argument 'sample_weight'"),
+    ("class_weight-class", {"class_weight": {2: 2.0}}, ValueError,
+     r"^class_weight: 2 is not one of the model's classes \(the class indices 0..1\)"),
+    ("class_weight-list", {"class_weight": [1.0, 2.0]}, TypeError, r"^class_weight: expected a dict"),
+    ("class_weight-inf", {"class_weight": {0: float("inf")}}, ValueError, r"^class_weight\[0\]: expected a finite number"),
+    ("sample_weight-length", {"sample_weight": np.ones(16)}, ValueError,
+     r"^sample_weight: expected one weight per sample, shape \(17,\), got shape \(16,\)"),
+    ("sample_weight-negative", {"sample_weight": -np.ones(17)}, ValueError,
+     r"^sample_weight: expected finite non-negative weights, got -1 at index 0"),
 ]
 
 

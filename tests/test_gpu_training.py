@@ -198,6 +198,27 @@ def test_regression_with_normalization_and_activation_layers_matches_the_cpu(gpu
     same(kind, cpu[4], device[4], atol=1e-4)
 
 
+@pytest.mark.parametrize("loss", ["sparse_categorical_crossentropy", "categorical_crossentropy"])
+def test_sample_and_class_weights_match_the_cpu(gpu, loss):
+    kind, _ = gpu
+    x, y = classification_data()
+    targets = y if loss == "sparse_categorical_crossentropy" else np.eye(3, dtype=np.float32)[y]
+    weights = np.random.default_rng(1).uniform(0.0, 2.0, x.shape[0])
+    results = {}
+    for device in ("cpu", "cuda"):
+        model = multiclass_model(device)
+        model.compile(model.optimizer, loss, metrics=["accuracy"])
+        history = model.fit(x, targets, epochs=3, batch_size=32, verbose=0, seed=3, sample_weight=weights,
+                            class_weight={0: 2.0, 2: 0.5}, validation_split=0.2)
+        results[device] = (history.history, model.get_weights(),
+                           model.evaluate(x, targets, sample_weight=weights)["loss"])
+    cpu, device = results["cpu"], results["cuda"]
+    same_history(kind, cpu[0], device[0], samples=60)
+    for expected, got in zip(cpu[1], device[1]):
+        same(kind, expected, got)
+    same(kind, cpu[2], device[2])
+
+
 def test_dropout_masks_are_the_cpus(gpu):
     # The same seeds give the same masks on both devices (the Philox stream of csrc/common/), so
     # one training step with a large dropout rate lands on the same weights.

@@ -159,18 +159,26 @@ class BatchLoader:
     With ``shuffle`` each pass draws a new permutation from ``rng`` and gathers the rows into
     buffers allocated once (``take`` with ``out=``); the batches are views of those buffers,
     valid until the next batch. Without it the batches are slices of ``x`` and ``y``.
+    With ``sample_weight`` (one weight per sample) it yields ``(x_batch, y_batch, w_batch)``,
+    as a Keras data set of (x, y, sample_weight); the order is the same as without.
     ``backend`` (fusedtrain.backends) owns the arrays: on a GPU x, y and the buffers are CuPy
     arrays, the permutation (drawn on the host) is copied there once per pass, and the gather
     runs on the GPU."""
 
     def __init__(self, x: Any, y: Any, batch_size: int, shuffle: bool = True,
-                 rng: Optional[np.random.Generator] = None, backend: Any = None):
+                 rng: Optional[np.random.Generator] = None, backend: Any = None, sample_weight: Any = None):
         self.backend = backend = backend if backend is not None else CpuBackend()
         xp = backend.xp
         self.x = check.array(x, "x", dtype=x.dtype, xp=xp)
         self.y = check.array(y, "y", dtype=y.dtype, xp=xp)
         if self.y.shape[0] != self.x.shape[0]:
             raise ValueError(f"y: expected {self.x.shape[0]} rows (as many as x), got {self.y.shape[0]}")
+        self.weights = None
+        if sample_weight is not None:
+            self.weights = check.array(sample_weight, "sample_weight", dtype=np.float32, ndim=1, xp=xp)
+            if self.weights.shape[0] != self.x.shape[0]:
+                raise ValueError(f"sample_weight: expected {self.x.shape[0]} weights (one per sample), "
+                                 f"got {self.weights.shape[0]}")
         if self.x.shape[0] == 0:
             raise ValueError("x: empty data (0 samples)")
         self.batch_size = check.integer(batch_size, "batch_size", low=1)
@@ -181,20 +189,22 @@ class BatchLoader:
         rows = min(self.batch_size, self.x.shape[0])
         self._x_buffer = xp.empty((rows,) + self.x.shape[1:], dtype=self.x.dtype) if self.shuffle else None
         self._y_buffer = xp.empty((rows,) + self.y.shape[1:], dtype=self.y.dtype) if self.shuffle else None
+        self._w_buffer = xp.empty(rows, dtype=np.float32) if self.shuffle and self.weights is not None else None
 
     def __len__(self) -> int:
         return -(-self.x.shape[0] // self.batch_size)
 
-    def __iter__(self) -> Iterator[Tuple[Any, Any]]:
+    def __iter__(self) -> Iterator[Tuple[Any, ...]]:
         count = self.x.shape[0]
         order = self.backend.indices(self.rng.permutation(count)) if self.shuffle else None
+        sources = (self.x, self.y) if self.weights is None else (self.x, self.y, self.weights)
+        buffers = (self._x_buffer, self._y_buffer, self._w_buffer)
         for start in range(0, count, self.batch_size):
             stop = min(start + self.batch_size, count)
             if order is None:
-                yield self.x[start:stop], self.y[start:stop]
+                yield tuple(source[start:stop] for source in sources)
                 continue
             indices = order[start:stop]
             rows = stop - start
-            x_batch = self.backend.take_rows(self.x, indices, self._x_buffer[:rows])
-            y_batch = self.backend.take_rows(self.y, indices, self._y_buffer[:rows])
-            yield x_batch, y_batch
+            yield tuple(self.backend.take_rows(source, indices, buffer[:rows])
+                        for source, buffer in zip(sources, buffers))

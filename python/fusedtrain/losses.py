@@ -44,6 +44,24 @@ class Loss:
         ops' loss_out); its gradient w.r.t. ``outputs`` goes to ``grad_out``."""
         raise NotImplementedError
 
+    def per_sample(self, outputs: Any, targets: Any) -> Any:
+        """Each sample's loss, float64, shape (rows,), on the outputs' device: the values whose
+        mean ``__call__`` returns."""
+        raise NotImplementedError
+
+    def weighted(self, outputs: Any, targets: Any, weights: Any, grad_out: Any, loss_out: Any = None) -> Any:
+        """Keras' sample weighting: the loss sum_i w_i l_i / rows (the batch's size, not the
+        weights' sum) and its gradient, each row of the unweighted gradient scaled by w_i.
+        ``weights`` is float32, shape (rows,), on the outputs' device."""
+        xp = array_module(outputs)
+        self(outputs, targets, grad_out)
+        xp.multiply(grad_out, weights[:, None], out=grad_out)
+        loss = (self.per_sample(outputs, targets) * weights).sum() / outputs.shape[0]
+        if loss_out is not None:
+            loss_out[...] = loss
+            return loss_out
+        return float(loss)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -71,6 +89,10 @@ class MeanSquaredError(Loss):
     def __call__(self, outputs, targets, grad_out, loss_out=None):
         loss, _ = ops.mse(outputs, targets, out=grad_out, loss_out=loss_out)
         return loss
+
+    def per_sample(self, outputs, targets):
+        difference = outputs.astype(np.float64) - targets
+        return (difference * difference).mean(axis=1)
 
 
 class BinaryCrossentropy(Loss):
@@ -101,6 +123,13 @@ class BinaryCrossentropy(Loss):
     def __call__(self, outputs, targets, grad_out, loss_out=None):
         loss, _ = ops.binary_cross_entropy(outputs, targets, out=grad_out, loss_out=loss_out)
         return loss
+
+    def per_sample(self, outputs, targets):
+        xp = array_module(outputs)
+        logits = outputs.astype(np.float64)
+        # max(z, 0) - z t + log(1 + exp(-|z|)): finite for any logit.
+        elements = xp.maximum(logits, 0.0) - logits * targets + xp.log1p(xp.exp(-xp.abs(logits)))
+        return elements.mean(axis=1)
 
 
 class SparseCategoricalCrossentropy(Loss):
@@ -150,6 +179,11 @@ class SparseCategoricalCrossentropy(Loss):
         loss, _ = ops.softmax_cross_entropy(outputs, targets, out=grad_out, loss_out=loss_out)
         return loss
 
+    def per_sample(self, outputs, targets):
+        xp = array_module(outputs)
+        logits = outputs.astype(np.float64)
+        return _log_sum_exp(xp, logits)[:, 0] - xp.take_along_axis(logits, targets[:, None], axis=1)[:, 0]
+
 
 class CategoricalCrossentropy(SparseCategoricalCrossentropy):
     """Softmax cross-entropy on logits against a target row per sample: one-hot rows or
@@ -176,11 +210,7 @@ class CategoricalCrossentropy(SparseCategoricalCrossentropy):
         xp = array_module(outputs)
         rows = outputs.shape[0]
         probabilities = ops.softmax(outputs, out=grad_out)
-        logits = outputs.astype(np.float64)
-        largest = logits.max(axis=1, keepdims=True)
-        # log-sum-exp in float64: the loss sum_j t_j (lse - z_j) keeps its precision for any logits.
-        log_sum = largest + xp.log(xp.exp(logits - largest).sum(axis=1, keepdims=True))
-        loss = (targets * (log_sum - logits)).sum() / rows
+        loss = self.per_sample(outputs, targets).sum() / rows
         mass = targets.sum(axis=1, keepdims=True)
         xp.multiply(probabilities, mass, out=grad_out)
         xp.subtract(grad_out, targets, out=grad_out)
@@ -189,6 +219,18 @@ class CategoricalCrossentropy(SparseCategoricalCrossentropy):
             loss_out[...] = loss
             return loss_out
         return float(loss)
+
+    def per_sample(self, outputs, targets):
+        xp = array_module(outputs)
+        logits = outputs.astype(np.float64)
+        # float64 log-sum-exp: sum_j t_j (lse - z_j) keeps its precision for any logits.
+        return (targets * (_log_sum_exp(xp, logits) - logits)).sum(axis=1)
+
+
+def _log_sum_exp(xp: Any, logits: Any) -> Any:
+    """log sum_j exp(z_j) per row, shape (rows, 1), shifted by the row's largest logit."""
+    largest = logits.max(axis=1, keepdims=True)
+    return largest + xp.log(xp.exp(logits - largest).sum(axis=1, keepdims=True))
 
 
 _BY_NAME = {

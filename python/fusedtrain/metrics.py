@@ -63,7 +63,7 @@ class Accuracy(Metric):
         if task == "multiclass":
             if y_true.ndim == 2:
                 # categorical_crossentropy's target rows: the class is the largest entry.
-                y_true = y_true.argmax(axis=1)
+                y_true = array_module(y_true).argmax(y_true, axis=1)
             return ops.accuracy(y_pred, y_true, out=out)
         xp = array_module(y_pred)
         correct = xp.count_nonzero((y_pred > 0.0) == (y_true > 0.5))

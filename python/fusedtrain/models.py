@@ -542,12 +542,21 @@ class Sequential:
             validation_split: float = 0.0, shuffle: bool = True, callbacks: Optional[Sequence[Callback]] = None,
             verbose: int = 1, seed: Optional[int] = None, terminate_on_nan: bool = True,
             optimizer: Any = None, loss: Any = None, metrics: Optional[Sequence[Any]] = None,
-            initial_epoch: int = 0, resume: Any = None) -> History:
+            initial_epoch: int = 0, resume: Any = None, sample_weight: Any = None,
+            class_weight: Any = None) -> History:
         """Trains until epoch ``epochs`` and returns the History.
 
         validation_split: the fraction of samples, taken from the END of x and y before any
             shuffling (as Keras), held out for validation; validation_data=(x_val, y_val) takes
-            precedence. Both add val_loss and val_<metric> to the logs.
+            precedence. Both add val_loss and val_<metric> to the logs. validation_data may be
+            (x_val, y_val, sample_weight_val) for a weighted val_loss; validation_split splits
+            ``sample_weight`` with x and y (class_weight weighs the training data only).
+        sample_weight: one non-negative weight per sample; class_weight: {class: weight} (the
+            class indices, or the labels of a model with ``class_labels``; classes left out
+            weigh 1) or "balanced" (rows / (classes * rows of the class), as scikit-learn).
+            Keras semantics: a sample's loss is multiplied by its weight (by both, when both
+            are given) and a batch's loss is the weighted sum over the batch's size, so the
+            gradient scales with the weights; metrics are not weighted.
         shuffle: a new order each epoch from a generator seeded by ``seed`` (or by the model's
             seed and the number of earlier fit calls when None).
         terminate_on_nan: stop at the first batch whose loss is NaN or infinite, before the
@@ -605,7 +614,12 @@ class Sequential:
         x_all = self._features(x, fitting=True)
         fold = self._fold(self.loss)
         y_all = self._targets(y, x_all.shape[0], fitting=True)
-        x_train, y_train, x_val, y_val = self._split_validation(x_all, y_all, validation_data, validation_split)
+        w_all = self._sample_weights(sample_weight, None, y_all, x_all.shape[0])
+        x_train, y_train, w_train, x_val, y_val, w_val = self._split_validation(
+            x_all, y_all, w_all, validation_data, validation_split)
+        if class_weight is not None:
+            class_weights = self._sample_weights(None, class_weight, y_train, x_train.shape[0])
+            w_train = class_weights if w_train is None else w_train * class_weights
         arguments = {"batch_size": batch_size, "shuffle": bool(shuffle), "samples": int(x_train.shape[0]),
                      "validation_samples": 0 if x_val is None else int(x_val.shape[0]), "epochs": epochs}
         rng = None
@@ -614,7 +628,8 @@ class Sequential:
             rng = checkpoint.restore(self)
         if rng is None:
             rng = self._seed_run(seed)
-        loader = BatchLoader(x_train, y_train, batch_size, shuffle=bool(shuffle), rng=rng, backend=self.backend)
+        loader = BatchLoader(x_train, y_train, batch_size, shuffle=bool(shuffle), rng=rng, backend=self.backend,
+                             sample_weight=w_train)
         rows = min(batch_size, x_train.shape[0])
         workspace = _Workspace(self, rows, training=True, probabilities=self._needs_probabilities())
         validation_workspace = None
@@ -656,9 +671,10 @@ class Sequential:
             totals = self.backend.totals(len(names))
             diverged = False
             checked = 0
-            for batch, (x_batch, y_batch) in enumerate(loader):
+            for batch, (x_batch, y_batch, *w_batch) in enumerate(loader):
                 callback_list.on_train_batch_begin(batch)
-                if not self._train_batch(x_batch, y_batch, workspace, fold, segments, first, totals,
+                if not self._train_batch(x_batch, y_batch, w_batch[0] if w_batch else None, workspace, fold,
+                                         segments, first, totals,
                                          check_finite=bool(terminate_on_nan)):
                     self._report_divergence(epoch, batch, batch, len(loader), verbose)
                     diverged = True
@@ -682,7 +698,7 @@ class Sequential:
                 self.stop_training = True
                 break
             if x_val is not None:
-                results = self._evaluate_arrays(x_val, y_val, validation_workspace, fold)
+                results = self._evaluate_arrays(x_val, y_val, w_val, validation_workspace, fold)
                 epoch_logs.update({f"val_{name}": value for name, value in results.items()})
             epoch_logs["lr"] = float(self.optimizer.learning_rate)
             run.in_epoch = False
@@ -693,22 +709,96 @@ class Sequential:
         callback_list.on_train_end(epoch_logs)
         return history
 
-    def _split_validation(self, x: np.ndarray, y: np.ndarray, validation_data: Any, validation_split: float):
-        """(x_train, y_train, x_val, y_val): validation_data checked and converted, or the last
-        ``validation_split`` of x/y (views, no copy), or no validation (None, None)."""
+    def _split_validation(self, x: np.ndarray, y: np.ndarray, w: Any, validation_data: Any, validation_split: float):
+        """(x_train, y_train, w_train, x_val, y_val, w_val): validation_data checked and
+        converted, or the last ``validation_split`` of x/y/w (views, no copy), or no validation
+        (Nones); the weights are None where none were given."""
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data: expected a tuple (x_val, y_val)")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data: expected a tuple (x_val, y_val) or (x_val, y_val, sample_weight_val)")
             x_val = self._features(validation_data[0], "validation_data[0]")
             y_val = self._targets(validation_data[1], x_val.shape[0], "validation_data[1]")
-            return x, y, x_val, y_val
+            w_val = None
+            if len(validation_data) == 3:
+                w_val = self._sample_weights(validation_data[2], None, y_val, x_val.shape[0], "validation_data[2]")
+            return x, y, w, x_val, y_val, w_val
         if validation_split == 0.0:
-            return x, y, None, None
+            return x, y, w, None, None, None
         split_at = int(math.floor(x.shape[0] * (1.0 - validation_split)))
         if split_at == 0 or split_at == x.shape[0]:
             raise ValueError(f"validation_split: {validation_split} of {x.shape[0]} samples leaves an "
                              f"empty {'training' if split_at == 0 else 'validation'} set")
-        return x[:split_at], y[:split_at], x[split_at:], y[split_at:]
+        w_train, w_val = (None, None) if w is None else (w[:split_at], w[split_at:])
+        return x[:split_at], y[:split_at], w_train, x[split_at:], y[split_at:], w_val
+
+    def _sample_weights(self, sample_weight: Any, class_weight: Any, y: Any, rows: int,
+                        name: str = "sample_weight") -> Any:
+        """The float32 weight of each of ``rows`` samples on the model's device (the product of
+        ``sample_weight`` and the weight ``class_weight`` gives each sample's class in the
+        converted targets ``y``), or None when both are None."""
+        if sample_weight is None and class_weight is None:
+            return None
+        weights = np.ones(rows, dtype=np.float32)
+        if sample_weight is not None:
+            on_gpu = self._gpu_array(sample_weight)
+            values = self.backend.xp.asnumpy(on_gpu) if on_gpu is not None else host_array(
+                np.asarray(sample_weight) if type(sample_weight).__module__.startswith("pandas") else sample_weight, name)
+            values = np.asarray(values)
+            if values.ndim == 2 and values.shape[1] == 1:
+                values = values[:, 0]
+            if values.ndim != 1 or values.shape[0] != rows:
+                raise ValueError(f"{name}: expected one weight per sample, shape ({rows},), got shape {values.shape}")
+            if values.dtype.kind not in "biuf":
+                raise TypeError(f"{name}: expected numeric weights, got dtype {values.dtype}")
+            values = values.astype(np.float64)
+            bad = ~np.isfinite(values) | (values < 0.0)
+            if bad.any():
+                index = int(np.argmax(bad))
+                raise ValueError(f"{name}: expected finite non-negative weights, got {values[index]:g} at index {index}")
+            weights *= values.astype(np.float32)
+        if class_weight is not None:
+            classes = self._sample_classes(self.backend.to_host(y))
+            weights *= self._class_weights(class_weight, classes)[classes]
+        return self.backend.to_device(weights, name)
+
+    def _sample_classes(self, targets: np.ndarray) -> np.ndarray:
+        """The class index of each sample, from the converted targets (class_weight)."""
+        if self.loss.task == "regression" or (self.loss.task == "binary" and targets.shape[1] != 1):
+            kind = self.loss.name if self.loss.task == "regression" else "binary_crossentropy with several outputs"
+            raise ValueError(f"class_weight: needs one class per sample (a categorical cross-entropy, or "
+                             f"binary_crossentropy with one output), but the model is compiled with {kind}; "
+                             f"use sample_weight")
+        if self.loss.task == "binary":
+            return (targets[:, 0] >= 0.5).astype(np.int64)
+        if targets.ndim == 2:
+            return np.argmax(targets, axis=1)
+        return targets
+
+    def _class_weights(self, class_weight: Any, samples: np.ndarray) -> np.ndarray:
+        """``class_weight`` ({class: weight} or "balanced") as one float32 weight per class
+        index; ``samples`` holds each sample's class ("balanced" counts them)."""
+        classes = self.output_dim if self.loss.task == "multiclass" else 2
+        if isinstance(class_weight, str) and class_weight == "balanced":
+            counts = np.bincount(samples, minlength=classes)
+            present = counts > 0
+            weights = np.ones(classes, dtype=np.float64)
+            weights[present] = samples.shape[0] / (present.sum() * counts[present])
+            return weights.astype(np.float32)
+        if not isinstance(class_weight, dict):
+            raise TypeError(f"class_weight: expected a dict {{class: weight}} or 'balanced', got "
+                            f"{type(class_weight).__name__}")
+        labels = self.class_labels
+        names = labels if labels is not None else range(classes)
+        lookup = {_label_key(label): index for index, label in enumerate(names)}
+        weights = np.ones(classes, dtype=np.float32)
+        for key, value in class_weight.items():
+            index = lookup.get(_label_key(key))
+            if index is None:
+                known = _shown(labels) if labels is not None else f"the class indices 0..{classes - 1}"
+                raise ValueError(f"class_weight: {key!r} is not one of the model's classes ({known})")
+            weight = check.real(value, f"class_weight[{key!r}]", low=0.0)
+            weights[index] = weight
+        return weights
 
     def _seed_run(self, seed: Optional[int]) -> np.random.Generator:
         """Seeds one fit: gives each Dropout layer its mask seed and returns the shuffling
@@ -725,14 +815,21 @@ class Sequential:
                 layer.run_seed = int(layer_sequence.generate_state(1, np.uint64)[0])
         return np.random.default_rng(shuffle_sequence)
 
-    def _train_batch(self, x: Any, y: Any, workspace: _Workspace, fold: bool, segments: List[Tuple[int, int]],
-                     first: Optional[int], totals: Any, check_finite: bool) -> bool:
+    def _batch_loss(self, logits: Any, y: Any, w: Any, workspace: _Workspace, loss_out: Any = None) -> Any:
+        """The batch's loss (weighted by ``w`` when not None), its gradient into the workspace."""
+        grad_out = workspace.grads[-1][:logits.shape[0]]
+        if w is None:
+            return self.loss(logits, y, grad_out, loss_out=loss_out)
+        return self.loss.weighted(logits, y, w, grad_out, loss_out=loss_out)
+
+    def _train_batch(self, x: Any, y: Any, w: Any, workspace: _Workspace, fold: bool,
+                     segments: List[Tuple[int, int]], first: Optional[int], totals: Any, check_finite: bool) -> bool:
         """One step, its loss and metrics added to ``totals``; False when the loss is known to
         be not finite and ``check_finite`` (then nothing is updated). On a GPU the loss is not
         known here (see backends/cuda.py): the loop checks it every few batches."""
         rows = x.shape[0]
         logits = self._forward(x, workspace, fold)
-        loss = self.loss(logits, y, workspace.grads[-1][:rows], loss_out=totals.slot(0))
+        loss = self._batch_loss(logits, y, w, workspace, loss_out=totals.slot(0))
         penalty = self._penalty()
         if check_finite and not totals.finite(loss, penalty):
             return False
@@ -758,17 +855,19 @@ class Sequential:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     @_on_device
-    def train_on_batch(self, x: Any, y: Any) -> float:
-        """One optimizer step on one batch; returns its loss (penalties included)."""
+    def train_on_batch(self, x: Any, y: Any, sample_weight: Any = None, class_weight: Any = None) -> float:
+        """One optimizer step on one batch; returns its loss (penalties included). The weights
+        as in fit."""
         self._require_compiled("train_on_batch")
         x = self._features(x)
         fold = self._fold(self.loss)
         y = self._targets(y, x.shape[0])
+        w = self._sample_weights(sample_weight, class_weight, y, x.shape[0])
         self.optimizer.build(self.parameters.size, self.backend)
         workspace = _Workspace(self, x.shape[0], training=True, probabilities=False)
         rows = x.shape[0]
         logits = self._forward(x, workspace, fold)
-        loss = self.backend.read(self.loss(logits, y, workspace.grads[-1][:rows])) + self.backend.read(self._penalty())
+        loss = self.backend.read(self._batch_loss(logits, y, w, workspace)) + self.backend.read(self._penalty())
         first = self._first_trainable()
         if first is not None:
             self._backward(rows, workspace, fold, first)
@@ -777,20 +876,21 @@ class Sequential:
         return loss
 
     @_on_device
-    def loss_and_gradients(self, x: Any, y: Any) -> Tuple[float, np.ndarray]:
-        """The loss of the batch ``x``/``y`` (penalties included, Dropout inactive) and the
-        gradient of it with respect to every trainable parameter, written into
-        ``model.gradients`` (returned, on the model's device; the entries of frozen layers are
-        zero). No update."""
+    def loss_and_gradients(self, x: Any, y: Any, sample_weight: Any = None) -> Tuple[float, np.ndarray]:
+        """The loss of the batch ``x``/``y`` (penalties included, Dropout inactive; weighted as
+        in fit with ``sample_weight``) and the gradient of it with respect to every trainable
+        parameter, written into ``model.gradients`` (returned, on the model's device; the
+        entries of frozen layers are zero). No update."""
         self._require_compiled("loss_and_gradients")
         x = self._features(x)
         fold = self._fold(self.loss)
         y = self._targets(y, x.shape[0])
+        w = self._sample_weights(sample_weight, None, y, x.shape[0])
         rows = x.shape[0]
         workspace = _Workspace(self, rows, training=True, probabilities=False, dropout=False)
         self.gradients[...] = 0.0
         output = self._forward(x, workspace, fold)
-        loss = self.backend.read(self.loss(output, y, workspace.grads[-1][:rows])) + self.backend.read(self._penalty())
+        loss = self.backend.read(self._batch_loss(output, y, w, workspace)) + self.backend.read(self._penalty())
         first = self._first_trainable()
         if first is not None:
             self._backward(rows, workspace, fold, first)
@@ -802,14 +902,15 @@ class Sequential:
         batch_size = INFERENCE_BATCH_SIZE if batch_size is None else check.integer(batch_size, "batch_size", low=1)
         return min(batch_size, count)
 
-    def _evaluate_arrays(self, x: Any, y: Any, workspace: _Workspace, fold: bool) -> Dict[str, float]:
+    def _evaluate_arrays(self, x: Any, y: Any, w: Any, workspace: _Workspace, fold: bool) -> Dict[str, float]:
         names = ["loss"] + [metric.name for metric in self.metrics]
         totals = self.backend.totals(len(names))
         for start in range(0, x.shape[0], workspace.rows):
             x_batch, y_batch = x[start:start + workspace.rows], y[start:start + workspace.rows]
             rows = x_batch.shape[0]
             logits = self._forward(x_batch, workspace, fold)
-            values = [self.loss(logits, y_batch, workspace.grads[-1][:rows], loss_out=totals.slot(0))]
+            w_batch = None if w is None else w[start:start + rows]
+            values = [self._batch_loss(logits, y_batch, w_batch, workspace, loss_out=totals.slot(0))]
             values += self._batch_metrics(y_batch, logits, workspace, totals)
             totals.add(values, 0.0, rows)
         results = totals.means(names)
@@ -817,16 +918,18 @@ class Sequential:
         return results
 
     @_on_device
-    def evaluate(self, x: Any, y: Any, batch_size: Optional[int] = None) -> Dict[str, float]:
+    def evaluate(self, x: Any, y: Any, batch_size: Optional[int] = None, sample_weight: Any = None) -> Dict[str, float]:
         """{"loss": ..., metric: ...} over all of x/y (the loss includes regularization penalties,
-        as in training). ``batch_size`` only splits the work (default 256 rows)."""
+        as in training; weighted as in fit with ``sample_weight``, the metrics are not).
+        ``batch_size`` only splits the work (default 256 rows)."""
         self._require_compiled("evaluate")
         x = self._features(x)
         fold = self._fold(self.loss)
         y = self._targets(y, x.shape[0])
+        w = self._sample_weights(sample_weight, None, y, x.shape[0])
         workspace = _Workspace(self, self._inference_rows(batch_size, x.shape[0]), training=False,
                                probabilities=self._needs_probabilities())
-        return self._evaluate_arrays(x, y, workspace, fold)
+        return self._evaluate_arrays(x, y, w, workspace, fold)
 
     def predict(self, x: Any, batch_size: Optional[int] = None, to_numpy: bool = True) -> Any:
         """The model's outputs for ``x``, shape (samples, outputs), float32: probabilities for a
