@@ -1,5 +1,5 @@
-"""Command line (``fusedtrain`` or ``python -m fusedtrain``): ``train``, ``evaluate``, ``predict``
-(implemented in cli.py), ``bench``, ``info``, and ``--cmake-dir`` / ``--include-dir`` for C++
+"""Command line (``fusedtrain`` or ``python -m fusedtrain``): ``train``, ``evaluate``, ``predict``,
+``export`` (implemented in cli.py), ``bench``, ``info``, and ``--cmake-dir`` / ``--include-dir`` for C++
 builds against the installed kernels.
 
 A mistake in the arguments or the data prints one line, ``fusedtrain: error: ...``, to stderr
@@ -84,6 +84,9 @@ def _add_train(commands) -> None:
                        help="the model file (default: model.safetensors); the plot goes beside it")
     train.add_argument("--history", metavar="PATH", help="the history file (default: history.json beside --out)")
     train.add_argument("--no-plot", action="store_true", help="do not write the PNG of the training curves")
+    train.add_argument("--tensorboard", metavar="DIR",
+                       help="also write TensorBoard event files to DIR (train/ and validation/ runs; needs "
+                            "fusedtrain[tensorboard])")
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                        help="1: a progress bar per epoch, 2: one line per epoch, 0: the report only")
 
@@ -103,6 +106,18 @@ def _add_model_commands(commands) -> None:
                          help="a CSV file of the model's feature columns, an .npz holding x, or an .npy file; "
                               "none: the bundled digits")
     predict.add_argument("--out", default="predictions.csv", metavar="PATH", help="the CSV file to write ('-': stdout)")
+    export = commands.add_parser("export", help="write a model file as ONNX, for onnxruntime",
+                                 description="Write MODEL as an ONNX graph that gives predict's probabilities (or "
+                                             "values); a model trained on a CSV takes its raw columns as inputs.")
+    export.add_argument("model", metavar="MODEL", help="a model file written by fusedtrain train or model.save")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="(default: onnx)")
+    export.add_argument("--out", default="model.onnx", metavar="PATH", help="the file to write (default: model.onnx)")
+    export.add_argument("--outputs", choices=("probabilities", "logits"), default="probabilities",
+                        help="a classifier's output: probabilities, as predict (default), or logits")
+    export.add_argument("--opset", type=int, default=None, metavar="N", help="the ONNX opset (default: 17, at least 13)")
+    export.add_argument("--encoded", action="store_true",
+                        help="a model trained on a table: take the encoded features (one float32 input x) instead of "
+                             "the raw columns")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -142,7 +157,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .bench import run
 
         return run(quick=args.quick, threads=args.threads)
-    if args.command in ("train", "evaluate", "predict"):
+    if args.command in ("train", "evaluate", "predict", "export"):
         try:
             return getattr(cli, args.command)(args)
         except cli.UsageError as error:

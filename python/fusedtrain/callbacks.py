@@ -1,5 +1,6 @@
 """Training callbacks with Keras' protocol and semantics: History, EarlyStopping,
-LearningRateScheduler, ReduceLROnPlateau, ModelCheckpoint, TerminateOnNaN and ProgressLogger.
+LearningRateScheduler, ReduceLROnPlateau, ModelCheckpoint, TerminateOnNaN and ProgressLogger;
+CSVLogger, TensorBoard and MLflowLogger (loggers.py) record training for the tools that show it.
 
 A callback sees the model through a small interface: `model.stop_training` (set it to stop
 after the current batch or epoch), `model.optimizer.learning_rate` (a settable float),
@@ -37,6 +38,9 @@ __all__ = [
     "ModelCheckpoint",
     "TerminateOnNaN",
     "ProgressLogger",
+    "CSVLogger",
+    "TensorBoard",
+    "MLflowLogger",
 ]
 
 _MODES = ("auto", "min", "max")
@@ -49,6 +53,10 @@ def __getattr__(name):
         from ._progress import ProgressLogger
 
         return ProgressLogger
+    if name in ("CSVLogger", "TensorBoard", "MLflowLogger"):
+        from . import loggers
+
+        return getattr(loggers, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -627,6 +627,14 @@ def _check_settings(args) -> None:
     for option, path in (("--out", args.out), ("--history", args.history)):
         if path is not None:
             _check_writable(option, path)
+    if args.tensorboard is not None:
+        if os.path.exists(args.tensorboard) and not os.path.isdir(args.tensorboard):
+            raise UsageError(f"--tensorboard: {args.tensorboard} is a file; name a folder for the event files")
+        try:
+            from .loggers import TensorBoard
+            TensorBoard(args.tensorboard)
+        except ImportError as error:
+            raise UsageError(f"--tensorboard: {error}") from None
 
 
 def _check_writable(option: str, path: str) -> None:
@@ -810,8 +818,9 @@ def _device_text(model: Sequential) -> str:
 
 
 def _write_plot(path: str, history: Dict[str, List[float]], metric: str, best_epoch: Optional[int],
-                title: str) -> Optional[str]:
-    """Writes the loss and metric curves as a PNG; returns why not when matplotlib is missing."""
+                title: str, stopped_at: Optional[int] = None) -> Optional[str]:
+    """Writes the loss and metric curves as a PNG, the best epoch (whose weights were kept) and
+    the early-stop point marked; returns why not when matplotlib is missing."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -824,6 +833,10 @@ def _write_plot(path: str, history: Dict[str, List[float]], metric: str, best_ep
             axes.plot(epochs, history[f"val_{name}"], label="validation")
         if best_epoch is not None:
             axes.axvline(best_epoch + 1, color="grey", linestyle="--", linewidth=1, label="best epoch")
+            values = history.get(f"val_{name}", history[name])
+            axes.plot([best_epoch + 1], [values[best_epoch]], marker="o", color="grey", linestyle="none")
+        if stopped_at is not None:
+            axes.axvline(stopped_at + 1, color="tab:red", linestyle=":", linewidth=1, label="early stop")
         axes.set_xlabel("epoch")
         axes.set_ylabel(name)
         axes.grid(alpha=0.3)
@@ -963,8 +976,13 @@ def train(args) -> int:
               monitor if stopper else None, preprocessor.report() if preprocessor else [], notices)
 
     started = time.perf_counter()
+    callbacks = [stopper] if stopper else []
+    if args.tensorboard is not None:
+        from .loggers import TensorBoard
+
+        callbacks.append(TensorBoard(args.tensorboard))
     history, divergence = _fit(model, x_train, fit_train, (x_val, fit_val) if has_validation else None, args,
-                               [stopper] if stopper else [])
+                               callbacks)
     seconds = time.perf_counter() - started
     epochs_run = len(history.epoch)
     best_epoch = stopper.best_epoch if stopper is not None else None
@@ -1001,7 +1019,8 @@ def train(args) -> int:
     _write_file("--history", history_path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
     plot_path = os.path.splitext(args.out)[0] + ".png"
     skipped = "--no-plot" if args.no_plot else _write_plot(plot_path, history.history, metric, best_epoch,
-                                                           f"fusedtrain: {os.path.basename(args.out)}")
+                                                           f"fusedtrain: {os.path.basename(args.out)}",
+                                                           epochs_run - 1 if stopped_early else None)
 
     epochs_text = f"{epochs_run} of {args.epochs}"
     if stopped_early:
@@ -1015,7 +1034,9 @@ def train(args) -> int:
     print()
     print("\n".join(_facts([("epochs", epochs_text), ("time", f"{seconds:.2f} s"),
                             ("device", _device_text(model)), ("model", args.out), ("history", history_path),
-                            ("plot", plot_path if skipped is None else f"skipped: {skipped}")])))
+                            ("plot", plot_path if skipped is None else f"skipped: {skipped}")]
+                           + ([("tensorboard", f"tensorboard --logdir {args.tensorboard}")]
+                              if args.tensorboard is not None else []))))
     return 0
 
 
@@ -1045,6 +1066,35 @@ def evaluate(args) -> int:
 
 def _format_number(value: float) -> str:
     return f"{value:.7g}"
+
+
+def _onnx_type(onnx: Any, value: Any) -> str:
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+    return "string" if dtype.kind == "O" else str(dtype)
+
+
+def export(args) -> int:
+    """fusedtrain export MODEL --format onnx --out model.onnx: the model for onnxruntime; a model
+    trained on a table takes its raw columns (see onnx_export.py)."""
+    _check_writable("--out", args.out)
+    model, _ = load_model(args.model)
+    try:
+        model.export(args.out, format=args.format, opset=args.opset, outputs=args.outputs,
+                     preprocessor=not args.encoded)
+    except ImportError as error:
+        raise UsageError(str(error)) from None
+    except ValueError as error:
+        raise UsageError(f"{args.model}: {error}") from None
+    except OSError as error:
+        raise UsageError(f"--out: cannot write {args.out} ({error.strerror or error})") from None
+    import onnx
+
+    graph = onnx.load(args.out).graph
+    inputs = ", ".join(f"{value.name} ({_onnx_type(onnx, value)})"
+                       for value in graph.input[:6])
+    more = f" and {len(graph.input) - 6} more" if len(graph.input) > 6 else ""
+    print(f"{args.out}: ONNX (opset {args.opset or 17}), inputs {inputs}{more}; output {graph.output[0].name}")
+    return 0
 
 
 def predict(args) -> int:

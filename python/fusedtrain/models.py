@@ -1069,6 +1069,21 @@ class Sequential:
         self._require_compiled("save_checkpoint")
         serialization.save_checkpoint(self, path)
 
+    def export(self, path: Any, format: str = "onnx", opset: Optional[int] = None, outputs: str = "probabilities",
+               preprocessor: bool = True) -> None:
+        """Writes the model for inference without fusedtrain (Keras' ``model.export``): an ONNX
+        file (``format="onnx"``, the only format; ``pip install "fusedtrain[onnx]"``) whose
+        input ``x`` (float32, a dynamic batch dimension) gives what ``predict`` gives, or the
+        logits (``outputs="logits"``); ``opset`` defaults to 17 (13 at least). A model with a
+        table preprocessor takes its raw columns as the graph's inputs where ONNX can express
+        the encoding, or with ``preprocessor=False`` the encoded features. Atomic, as save.
+        See fusedtrain/onnx_export.py."""
+        if not isinstance(format, str) or format != "onnx":
+            raise ValueError(f"format: expected 'onnx' (the only export format), got {format!r}")
+        from .onnx_export import export_onnx
+
+        export_onnx(self, path, opset=opset, outputs=outputs, preprocessor=preprocessor)
+
     # Display ------------------------------------------------------------------------------------
 
     def summary(self, print_fn: Callable[[str], Any] = print) -> None:
