@@ -8,11 +8,13 @@ and exits with status 2 (argparse's convention)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from typing import NoReturn, Optional, Sequence
 
 from . import cli
+from .distributed import launched_size, world
 
 DESCRIPTION = "Train, evaluate and run neural networks on fusedtrain's C++ kernels."
 EPILOG = ("With no DATA, train, evaluate and predict use the bundled digits data set. "
@@ -159,6 +161,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run(quick=args.quick, threads=args.threads)
     if args.command in ("train", "evaluate", "predict", "export"):
         try:
+            if launched_size() > 1 and not world().is_main:
+                # Under mpiexec every rank runs the command; rank 0 alone reports and writes.
+                with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                    return getattr(cli, args.command)(args)
             return getattr(cli, args.command)(args)
         except cli.UsageError as error:
             # One line whatever the message quotes (a file's header, another library's error).

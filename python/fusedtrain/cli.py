@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import backends, layers, serialization, tables
+from . import backends, distributed, layers, serialization, tables
 from .callbacks import EarlyStopping
 from .data import to_float32, train_val_test_split
 from .datasets import load_digits
@@ -652,6 +652,8 @@ def _check_writable(option: str, path: str) -> None:
 
 
 def _write_file(option: str, path: str, data: bytes) -> None:
+    if not distributed.world().is_main:
+        return  # under mpiexec, rank 0 writes the files
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         serialization.write_atomically(path, data)
@@ -811,10 +813,12 @@ def _device_text(model: Sequential) -> str:
     from . import _C
     from ._threads import get_num_threads
 
+    size = distributed.world().size
+    ranks = f" x {size} MPI ranks" if size > 1 else ""
     if model.backend.kind == "cuda":
-        return f"{model.device} ({_C.cuda_query()['devices'][model.backend.index]})"
+        return f"{model.device} ({_C.cuda_query()['devices'][model.backend.index]}){ranks}"
     fallback = f"; no GPU: {model.backend.reason}" if model.backend.reason else ""
-    return f"{model.device} ({_C.simd_path()}, {get_num_threads()} threads{fallback})"
+    return f"{model.device} ({_C.simd_path()}, {get_num_threads()} threads{fallback}){ranks}"
 
 
 def _write_plot(path: str, history: Dict[str, List[float]], metric: str, best_epoch: Optional[int],
@@ -849,6 +853,8 @@ def _write_plot(path: str, history: Dict[str, List[float]], metric: str, best_ep
 
 
 def _save_model(model: Sequential, path: str, info: TaskInfo) -> None:
+    if not distributed.world().is_main:
+        return
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         serialization.save(model, path, metadata={TASK_METADATA_KEY: info.to_json()})
@@ -1018,7 +1024,7 @@ def train(args) -> int:
                                             "report's in the targets' units"}
     _write_file("--history", history_path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
     plot_path = os.path.splitext(args.out)[0] + ".png"
-    skipped = "--no-plot" if args.no_plot else _write_plot(plot_path, history.history, metric, best_epoch,
+    skipped = "--no-plot" if args.no_plot or not distributed.world().is_main else _write_plot(plot_path, history.history, metric, best_epoch,
                                                            f"fusedtrain: {os.path.basename(args.out)}",
                                                            epochs_run - 1 if stopped_early else None)
 

@@ -161,12 +161,17 @@ class BatchLoader:
     valid until the next batch. Without it the batches are slices of ``x`` and ``y``.
     With ``sample_weight`` (one weight per sample) it yields ``(x_batch, y_batch, w_batch)``,
     as a Keras data set of (x, y, sample_weight); the order is the same as without.
+
+    Data-parallel training (fusedtrain.distributed): ``part=(rank, size)`` yields only rank's
+    contiguous size-th of each batch (possibly empty); ``steps`` makes each pass exactly
+    ``steps`` batches whose sizes differ by one row at most (batch_size is then not used).
     ``backend`` (fusedtrain.backends) owns the arrays: on a GPU x, y and the buffers are CuPy
     arrays, the permutation (drawn on the host) is copied there once per pass, and the gather
     runs on the GPU."""
 
     def __init__(self, x: Any, y: Any, batch_size: int, shuffle: bool = True,
-                 rng: Optional[np.random.Generator] = None, backend: Any = None, sample_weight: Any = None):
+                 rng: Optional[np.random.Generator] = None, backend: Any = None, sample_weight: Any = None,
+                 part: Tuple[int, int] = (0, 1), steps: Optional[int] = None):
         self.backend = backend = backend if backend is not None else CpuBackend()
         xp = backend.xp
         self.x = check.array(x, "x", dtype=x.dtype, xp=xp)
@@ -186,21 +191,37 @@ class BatchLoader:
         if self.shuffle and not isinstance(rng, np.random.Generator):
             raise TypeError("rng: shuffling needs a numpy.random.Generator")
         self.rng = rng
-        rows = min(self.batch_size, self.x.shape[0])
+        self.rank, self.size = part
+        self.steps = None if steps is None else check.integer(steps, "steps", low=1)
+        rows = self._largest_batch()
         self._x_buffer = xp.empty((rows,) + self.x.shape[1:], dtype=self.x.dtype) if self.shuffle else None
         self._y_buffer = xp.empty((rows,) + self.y.shape[1:], dtype=self.y.dtype) if self.shuffle else None
         self._w_buffer = xp.empty(rows, dtype=np.float32) if self.shuffle and self.weights is not None else None
 
     def __len__(self) -> int:
-        return -(-self.x.shape[0] // self.batch_size)
+        return self.steps if self.steps is not None else -(-self.x.shape[0] // self.batch_size)
+
+    def _bounds(self) -> Iterator[Tuple[int, int]]:
+        """[start, stop) of each batch in the pass's order, this rank's part of it."""
+        count = self.x.shape[0]
+        if self.steps is None:
+            edges = list(range(0, count, self.batch_size)) + [count]
+        else:
+            base, extra = divmod(count, self.steps)
+            edges = [step * base + min(step, extra) for step in range(self.steps + 1)]
+        for start, stop in zip(edges[:-1], edges[1:]):
+            rows = stop - start
+            yield start + rows * self.rank // self.size, start + rows * (self.rank + 1) // self.size
+
+    def _largest_batch(self) -> int:
+        return max([stop - start for start, stop in self._bounds()] + [1])
 
     def __iter__(self) -> Iterator[Tuple[Any, ...]]:
         count = self.x.shape[0]
         order = self.backend.indices(self.rng.permutation(count)) if self.shuffle else None
         sources = (self.x, self.y) if self.weights is None else (self.x, self.y, self.weights)
         buffers = (self._x_buffer, self._y_buffer, self._w_buffer)
-        for start in range(0, count, self.batch_size):
-            stop = min(start + self.batch_size, count)
+        for start, stop in self._bounds():
             if order is None:
                 yield tuple(source[start:stop] for source in sources)
                 continue

@@ -1,4 +1,5 @@
-"""Callbacks that record training where people watch it: CSVLogger (a CSV row per epoch),
+"""Callbacks that record training where people watch it (on rank 0 alone in a world of N,
+fusedtrain.distributed): CSVLogger (a CSV row per epoch),
 TensorBoard (event files written with tensorboardX, laid out as Keras lays them out) and
 MLflowLogger (params, per-epoch metrics and the model file in an MLflow run). They are
 importable from fusedtrain.callbacks; tensorboardX and mlflow are optional dependencies,
@@ -14,6 +15,7 @@ import os
 import tempfile
 from typing import Any, Dict, List, Optional
 
+from . import distributed
 from .callbacks import Callback
 from .ops import _checks
 
@@ -35,6 +37,11 @@ def _scalars(logs: Optional[Dict[str, Any]]) -> Dict[str, float]:
     """The logged numbers as floats (other values, such as strings, are left out)."""
     return {key: float(value) for key, value in (logs or {}).items()
             if isinstance(value, numbers.Real) and not isinstance(value, bool)}
+
+
+def _on_main() -> bool:
+    """Whether this process logs: in a world of N (fusedtrain.distributed) rank 0 alone does."""
+    return distributed.world().is_main
 
 
 def _optional(module: str, extra: str, what: str):
@@ -66,6 +73,8 @@ class CSVLogger(Callback):
         self._writer = None
 
     def on_train_begin(self, logs=None):
+        if not _on_main():
+            return
         folder = os.path.dirname(self.filename)
         if folder:
             os.makedirs(folder, exist_ok=True)
@@ -82,6 +91,8 @@ class CSVLogger(Callback):
         self._header = header
 
     def on_epoch_end(self, epoch, logs=None):
+        if not _on_main():
+            return
         logs = logs or {}
         if self.keys is None:
             self.keys = sorted(logs)
@@ -94,6 +105,8 @@ class CSVLogger(Callback):
         self._file.flush()
 
     def on_train_end(self, logs=None):
+        if not _on_main():
+            return
         if self._file is not None:
             self._file.close()
         self._file = None
@@ -142,10 +155,14 @@ class TensorBoard(Callback):
         self._batches_seen = int(state["batches_seen"])
 
     def on_train_begin(self, logs=None):
+        if not _on_main():
+            return
         os.makedirs(self.log_dir, exist_ok=True)
         self._writer("train")
 
     def on_train_batch_end(self, batch, logs=None):
+        if not _on_main():
+            return
         if self.update_freq == "epoch":
             return
         self._batches_seen += 1
@@ -156,6 +173,8 @@ class TensorBoard(Callback):
             writer.add_scalar(f"batch_{name}", value, self._batches_seen)
 
     def on_epoch_end(self, epoch, logs=None):
+        if not _on_main():
+            return
         train, validation = self._writer("train"), None
         for name, value in _scalars(logs).items():
             if name.startswith("val_"):
@@ -173,6 +192,8 @@ class TensorBoard(Callback):
             writer.flush()
 
     def on_train_end(self, logs=None):
+        if not _on_main():
+            return
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
@@ -206,6 +227,8 @@ class MLflowLogger(Callback):
         self._started = False
 
     def on_train_begin(self, logs=None):
+        if not _on_main():
+            return
         mlflow = self._mlflow
         if self.tracking_uri is not None:
             mlflow.set_tracking_uri(self.tracking_uri)
@@ -239,11 +262,15 @@ class MLflowLogger(Callback):
         return {key: (str(value)[:500] if value is not None else "None") for key, value in params.items()}
 
     def on_epoch_end(self, epoch, logs=None):
+        if not _on_main():
+            return
         values = {key: value for key, value in _scalars(logs).items() if math.isfinite(value)}
         if values:
             self._mlflow.log_metrics(values, step=epoch, run_id=self.run_id)
 
     def on_train_end(self, logs=None):
+        if not _on_main():
+            return
         try:
             if self.log_model and self.model is not None and self.model.built:
                 with tempfile.TemporaryDirectory() as folder:

@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import backends
+from . import backends, distributed
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
@@ -140,6 +140,102 @@ class _TrainingRun:
         self.arguments = arguments
         self.next_epoch = next_epoch
         self.in_epoch = False
+
+
+class _ParallelRun:
+    """One fit's synchronous data parallelism over a world of N (fusedtrain.distributed):
+    rank 0's weights, generator state and Dropout seeds are broadcast first; each step the
+    ranks agree on the loss (and on a stop asked for), weight their gradients by their share of
+    the global batch and sum them; epoch values and validation are reduced over the ranks."""
+
+    def __init__(self, model: "Sequential", world: Any, rng: np.random.Generator, sharded: bool,
+                 shards: Tuple[List[int], List[int]], batch_size: int):
+        self.model, self.world, self.rng, self.sharded = model, world, rng, sharded
+        self.batch_size = batch_size
+        self.train_counts = shards[0]
+        weights = model.backend.to_host(model.parameters, copy=True)
+        world.broadcast_array(weights)
+        model.backend.assign(model.parameters, weights)
+        rng.bit_generator.state = world.broadcast(rng.bit_generator.state)
+        seeds = world.broadcast([getattr(layer, "run_seed", None) for layer in model.layers])
+        for layer, seed in zip(model.layers, seeds):
+            if isinstance(layer, Dropout) and seed is not None:
+                # Each rank's rows are other samples: masks of their own, rank 0's as a single process'.
+                layer.run_seed = (seed + world.rank * 0x9E3779B97F4A7C15) % 2 ** 64
+        self.steps = -(-sum(self.train_counts) // batch_size)
+
+    def loader_arguments(self) -> Dict[str, Any]:
+        return {"steps": self.steps} if self.sharded else {"part": (self.world.rank, self.world.size)}
+
+    def validation_part(self, x: Any, y: Any, w: Any) -> Tuple[Any, Any, Any]:
+        """This rank's share of the validation data: its block of the common data, or its shard."""
+        if x is None or self.sharded:
+            return x, y, w
+        start, stop = distributed.shard_range(x.shape[0], self.world.rank, self.world.size)
+        return x[start:stop], y[start:stop], None if w is None else w[start:stop]
+
+    def begin_epoch(self, loader: BatchLoader) -> None:
+        if self.sharded and loader.shuffle:
+            # Each rank shuffles its shard; the draw from the common generator keeps a checkpoint's state exact.
+            loader.rng = np.random.default_rng([int(self.rng.integers(2 ** 63)), self.world.rank])
+
+    def global_rows(self, step: int) -> int:
+        """The rows of global batch ``step`` over all the ranks."""
+        if not self.sharded:
+            return min(self.batch_size, self.train_counts[0] - step * self.batch_size)
+        return sum(count // self.steps + (1 if step < count % self.steps else 0) for count in self.train_counts)
+
+    def train_batch(self, step: int, x: Any, y: Any, w: Any, workspace: "_Workspace", fold: bool,
+                    segments: List[Tuple[int, int]], first: Optional[int], totals: Any, check_finite: bool) -> str:
+        """One synchronous step: "ok", "stop" (a rank asked to stop: no update) or "diverged"."""
+        model = self.model
+        rows = x.shape[0]
+        local = 0.0
+        if rows:
+            logits = model._forward(x, workspace, fold)
+            loss = model._batch_loss(logits, y, w, workspace, loss_out=totals.slot(0))
+            penalty = model._penalty()
+            local = (model.backend.read(loss) + model.backend.read(penalty)) * rows
+        total, stop = self.world.sum([local, float(model.stop_training)])
+        if stop > 0:
+            return "stop"
+        if check_finite and not math.isfinite(total):
+            return "diverged"
+        if rows:
+            totals.add([loss] + model._batch_metrics(y, logits, workspace, totals), penalty, rows)
+        if first is not None:
+            if rows:
+                model._backward(rows, workspace, fold, first)
+                share = rows / self.global_rows(step)
+                if share != 1.0:
+                    model.backend.xp.multiply(model.gradients, np.float32(share), out=model.gradients)
+            else:
+                model.gradients[...] = 0.0
+            self.world.sum_gradients(model.gradients, model.backend)
+            model.optimizer.apply(model.parameters, model.gradients, segments)
+        model._train_step += 1
+        return "ok"
+
+    def _reduced(self, local: Dict[str, float], rows: int, names: List[str]) -> Dict[str, float]:
+        sums = self.world.sum([local[name] * rows for name in names] + [rows])
+        return {name: total / sums[-1] for name, total in zip(names, sums)}
+
+    def means(self, totals: Any, names: List[str]) -> Dict[str, float]:
+        """The epoch's loss and metrics over every rank's samples."""
+        local = totals.means(names) if totals.seen else dict.fromkeys(names, 0.0)
+        return self._reduced(local, totals.seen, names)
+
+    def evaluate(self, x: Any, y: Any, w: Any, workspace: Optional["_Workspace"], fold: bool,
+                 names: List[str]) -> Dict[str, float]:
+        rows = x.shape[0]
+        local = self.model._evaluate_arrays(x, y, w, workspace, fold) if rows else dict.fromkeys(names, 0.0)
+        return self._reduced(local, rows, names)
+
+    def end_epoch(self, epoch: int) -> None:
+        self.world.check_identical(self.model.backend.to_host(self.model.parameters), f"the weights after epoch {epoch + 1}")
+
+    def any(self, flag: bool) -> bool:
+        return self.world.sum([float(flag)])[0] > 0
 
 
 class Sequential:
@@ -543,7 +639,7 @@ class Sequential:
             verbose: int = 1, seed: Optional[int] = None, terminate_on_nan: bool = True,
             optimizer: Any = None, loss: Any = None, metrics: Optional[Sequence[Any]] = None,
             initial_epoch: int = 0, resume: Any = None, sample_weight: Any = None,
-            class_weight: Any = None) -> History:
+            class_weight: Any = None, sharded: bool = False) -> History:
         """Trains until epoch ``epochs`` and returns the History.
 
         validation_split: the fraction of samples, taken from the END of x and y before any
@@ -557,6 +653,9 @@ class Sequential:
             Keras semantics: a sample's loss is multiplied by its weight (by both, when both
             are given) and a batch's loss is the weighted sum over the batch's size, so the
             gradient scales with the weights; metrics are not weighted.
+        sharded: under an MPI launch (fusedtrain.distributed), x and y (and the validation
+            data) hold only this rank's shard, not the whole data set that every rank passes
+            otherwise. In a world of one it changes nothing.
         shuffle: a new order each epoch from a generator seeded by ``seed`` (or by the model's
             seed and the number of earlier fit calls when None).
         terminate_on_nan: stop at the first batch whose loss is NaN or infinite, before the
@@ -596,6 +695,11 @@ class Sequential:
         terminate_on_nan = check.flag(terminate_on_nan, "terminate_on_nan")
         if seed is not None:
             seed = check.integer(seed, "seed", low=0)
+        sharded = check.flag(sharded, "sharded")
+        world = distributed.world()
+        parallel = world.size > 1
+        if parallel and not world.is_main:
+            verbose = 0
         if callbacks is not None and not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"callbacks: expected a list of callbacks, got {type(callbacks).__name__}")
         user_callbacks = list(callbacks or [])
@@ -620,20 +724,31 @@ class Sequential:
         if class_weight is not None:
             class_weights = self._sample_weights(None, class_weight, y_train, x_train.shape[0])
             w_train = class_weights if w_train is None else w_train * class_weights
-        arguments = {"batch_size": batch_size, "shuffle": bool(shuffle), "samples": int(x_train.shape[0]),
-                     "validation_samples": 0 if x_val is None else int(x_val.shape[0]), "epochs": epochs}
+        samples = int(x_train.shape[0])
+        validation_samples = 0 if x_val is None else int(x_val.shape[0])
+        if parallel:
+            shards = self._agree_on_arguments(world, sharded, samples, validation_samples, batch_size, epochs,
+                                              initial_epoch, shuffle)
+            if sharded:
+                samples, validation_samples = sum(shards[0]), sum(shards[1])
+        arguments = {"batch_size": batch_size, "shuffle": bool(shuffle), "samples": samples,
+                     "validation_samples": validation_samples, "epochs": epochs}
         rng = None
         if checkpoint is not None:
             checkpoint.warn_on_different_arguments(arguments)
             rng = checkpoint.restore(self)
         if rng is None:
             rng = self._seed_run(seed)
+        parallel_run = None
+        if parallel:
+            parallel_run = _ParallelRun(self, world, rng, sharded, shards, batch_size)
+            x_val, y_val, w_val = parallel_run.validation_part(x_val, y_val, w_val)
         loader = BatchLoader(x_train, y_train, batch_size, shuffle=bool(shuffle), rng=rng, backend=self.backend,
-                             sample_weight=w_train)
-        rows = min(batch_size, x_train.shape[0])
+                             sample_weight=w_train, **(parallel_run.loader_arguments() if parallel else {}))
+        rows = loader._largest_batch()
         workspace = _Workspace(self, rows, training=True, probabilities=self._needs_probabilities())
         validation_workspace = None
-        if x_val is not None:
+        if x_val is not None and x_val.shape[0]:
             validation_workspace = _Workspace(self, min(batch_size, x_val.shape[0]), training=False,
                                               probabilities=self._needs_probabilities())
         self.optimizer.build(self.parameters.size, self.backend)
@@ -671,11 +786,23 @@ class Sequential:
             totals = self.backend.totals(len(names))
             diverged = False
             checked = 0
+            if parallel_run is not None:
+                parallel_run.begin_epoch(loader)
             for batch, (x_batch, y_batch, *w_batch) in enumerate(loader):
                 callback_list.on_train_batch_begin(batch)
-                if not self._train_batch(x_batch, y_batch, w_batch[0] if w_batch else None, workspace, fold,
-                                         segments, first, totals,
-                                         check_finite=bool(terminate_on_nan)):
+                if parallel_run is not None:
+                    outcome = parallel_run.train_batch(batch, x_batch, y_batch, w_batch[0] if w_batch else None,
+                                                       workspace, fold, segments, first, totals,
+                                                       bool(terminate_on_nan))
+                    if outcome == "stop":
+                        break
+                    if outcome == "diverged":
+                        self._report_divergence(epoch, batch, batch, len(loader), verbose)
+                        diverged = True
+                        break
+                elif not self._train_batch(x_batch, y_batch, w_batch[0] if w_batch else None, workspace, fold,
+                                           segments, first, totals,
+                                           check_finite=bool(terminate_on_nan)):
                     self._report_divergence(epoch, batch, batch, len(loader), verbose)
                     diverged = True
                     break
@@ -686,28 +813,54 @@ class Sequential:
                         break
                     checked = batch + 1
                 callback_list.on_train_batch_end(batch, totals.batch_logs(names))
-                if self.stop_training:
+                # In a world of N, a stop asked for on one rank is agreed at the next step.
+                if self.stop_training and parallel_run is None:
                     break
             if diverged:
                 self.stop_training = True
                 break
-            epoch_logs = totals.means(names)
+            epoch_logs = totals.means(names) if parallel_run is None else parallel_run.means(totals, names)
             if terminate_on_nan and not math.isfinite(epoch_logs["loss"]):
                 # On a GPU the last batches since the previous check diverged.
                 self._report_divergence(epoch, checked, len(loader) - 1, len(loader), verbose)
                 self.stop_training = True
                 break
             if x_val is not None:
-                results = self._evaluate_arrays(x_val, y_val, w_val, validation_workspace, fold)
+                if parallel_run is None:
+                    results = self._evaluate_arrays(x_val, y_val, w_val, validation_workspace, fold)
+                else:
+                    results = parallel_run.evaluate(x_val, y_val, w_val, validation_workspace, fold, names)
                 epoch_logs.update({f"val_{name}": value for name, value in results.items()})
             epoch_logs["lr"] = float(self.optimizer.learning_rate)
             run.in_epoch = False
             run.next_epoch = epoch + 1
+            if parallel_run is not None:
+                parallel_run.end_epoch(epoch)
             callback_list.on_epoch_end(epoch, epoch_logs)
+            if parallel_run is not None:
+                self.stop_training = parallel_run.any(self.stop_training)
             if self.stop_training:
                 break
         callback_list.on_train_end(epoch_logs)
         return history
+
+    def _agree_on_arguments(self, world: Any, sharded: bool, samples: int, validation_samples: int, batch_size: int,
+                            epochs: int, initial_epoch: int, shuffle: bool) -> Tuple[List[int], List[int]]:
+        """Checks that every rank trains with the same arguments (and, unless ``sharded``, the
+        same number of samples); returns every rank's (training, validation) sample counts."""
+        mine = {"batch_size": batch_size, "epochs": epochs, "initial_epoch": initial_epoch, "shuffle": bool(shuffle),
+                "features": self.input_dim, "sharded": sharded}
+        if not sharded:
+            mine.update({"samples": samples, "validation samples": validation_samples})
+        everyone = world.gather((mine, samples, validation_samples))
+        for rank, (theirs, _, _) in enumerate(everyone):
+            for key, value in theirs.items():
+                if value != everyone[0][0][key]:
+                    where = ("pass the same data on every rank, or each its shard with sharded=True"
+                             if key in ("samples", "validation samples") else "every rank must call fit alike")
+                    raise ValueError(f"distributed: rank {rank} has {key}={value!r} but rank 0 has "
+                                     f"{everyone[0][0][key]!r}; {where}")
+        return [entry[1] for entry in everyone], [entry[2] for entry in everyone]
 
     def _split_validation(self, x: np.ndarray, y: np.ndarray, w: Any, validation_data: Any, validation_split: float):
         """(x_train, y_train, w_train, x_val, y_val, w_val): validation_data checked and
@@ -1035,6 +1188,8 @@ class Sequential:
         (i: the layer's index in model.layers). The write is atomic: a temporary file in the
         same folder, flushed and synced, then renamed over ``path``."""
         self._require_built("save_weights")
+        if not distributed.world().is_main:
+            return  # in a world of N, rank 0 writes the files
         serialization.save_weights(self, path)
 
     @_on_device
@@ -1055,6 +1210,8 @@ class Sequential:
         ``fusedtrain.load(path)`` rebuilds it without code. Atomic, as save_weights. The
         optimizer's state is not saved: save_checkpoint keeps it for resuming training."""
         self._require_built("save")
+        if not distributed.world().is_main:
+            return  # in a world of N, rank 0 writes the files
         serialization.save(self, path)
 
     def save_checkpoint(self, path: Any) -> None:
@@ -1067,6 +1224,8 @@ class Sequential:
         callbacks after it in the list as they were before that epoch's end)."""
         self._require_built("save_checkpoint")
         self._require_compiled("save_checkpoint")
+        if not distributed.world().is_main:
+            return  # in a world of N, rank 0 writes the files
         serialization.save_checkpoint(self, path)
 
     def export(self, path: Any, format: str = "onnx", opset: Optional[int] = None, outputs: str = "probabilities",
@@ -1082,6 +1241,8 @@ class Sequential:
             raise ValueError(f"format: expected 'onnx' (the only export format), got {format!r}")
         from .onnx_export import export_onnx
 
+        if not distributed.world().is_main:
+            return  # in a world of N, rank 0 writes the files
         export_onnx(self, path, opset=opset, outputs=outputs, preprocessor=preprocessor)
 
     # Display ------------------------------------------------------------------------------------

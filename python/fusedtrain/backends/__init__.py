@@ -77,6 +77,13 @@ def resolve(device: Any, announce: bool = True) -> Any:
     kind, index = parse(device)
     if kind == "cpu":
         return CpuBackend()
+    if ":" not in device and _C.cuda_compiled:
+        # Data-parallel training (fusedtrain.distributed): one GPU per rank of a machine.
+        from .. import distributed
+
+        count = int(_C.cuda_query()["device_count"])
+        if count and distributed.launched_size() > 1:
+            index = distributed.world().local_rank % count
     problem = cuda_problem(index)
     if problem is None:
         from .cuda import CudaBackend

@@ -1,0 +1,96 @@
+"""Run by tests/test_distributed.py under `mpiexec -n N python mpi_worker.py SCENARIO FOLDER` (and
+as a single process, for the reference): each scenario trains the same small models and writes
+what rank 0 (or every rank, where the test compares them) ends with into FOLDER."""
+
+import json
+import sys
+
+import numpy as np
+
+import fusedtrain as ft
+from fusedtrain import callbacks, distributed, layers, optimizers
+
+SCENARIO, FOLDER = sys.argv[1], sys.argv[2]
+WORLD = distributed.world()
+
+
+def data(rows=203, features=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, features)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] + 0.3 * x[:, 2] > 0.2)
+    return x, y, rng.uniform(0.5, 2.0, rows)
+
+
+def model(seed=None):
+    # Each rank starts from other weights: fit broadcasts rank 0's.
+    network = ft.Sequential([layers.Dense(16, activation="relu", kernel_regularizer="l2"), layers.Dense(8, activation="tanh"),
+                             layers.Dense(3)], input_dim=6, seed=WORLD.rank if seed is None else seed)
+    network.compile(optimizers.Adam(1e-2, clipnorm=1.0), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return network
+
+
+def record(name, network, history):
+    np.save(f"{FOLDER}/{name}-weights-{WORLD.size}-{WORLD.rank}.npy", network.parameters)
+    with open(f"{FOLDER}/{name}-history-{WORLD.size}-{WORLD.rank}.json", "w") as handle:
+        json.dump({"history": history.history, "epochs": history.epoch}, handle)
+
+
+x, y, weights = data()
+if SCENARIO == "same":
+    network = model()
+    history = network.fit(x, y, epochs=3, batch_size=32, validation_split=0.2, verbose=0, seed=5,
+                          sample_weight=weights, callbacks=[callbacks.CSVLogger(f"{FOLDER}/log.csv")])
+    record("same", network, history)
+elif SCENARIO == "early":
+    rng = np.random.default_rng(1)
+    noisy = rng.integers(0, 3, x.shape[0])  # random labels: the validation loss soon stops improving
+    network = model()
+    history = network.fit(x, noisy, epochs=60, batch_size=16, validation_split=0.3, verbose=0, seed=2,
+                          callbacks=[callbacks.EarlyStopping(patience=2, restore_best_weights=True)])
+    record("early", network, history)
+elif SCENARIO == "stop-on-one-rank":
+    class StopOnRankOne(callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if WORLD.rank == 1 and self.params and batch == 3:
+                self.model.stop_training = True
+
+    network = model()
+    history = network.fit(x, y, epochs=5, batch_size=16, verbose=0, seed=2, callbacks=[StopOnRankOne()])
+    record("stop", network, history)
+    np.save(f"{FOLDER}/stop-steps-{WORLD.rank}.npy", np.array([network.optimizer.iterations]))
+elif SCENARIO == "fail":
+    class FailOnRankOne(callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if WORLD.rank == 1 and epoch == 1:
+                raise RuntimeError("rank one's disk is full")
+
+    model().fit(x, y, epochs=50, batch_size=16, verbose=0, callbacks=[FailOnRankOne()])
+elif SCENARIO == "mismatch":
+    model().fit(x[: 100 + WORLD.rank], y[: 100 + WORLD.rank], epochs=2, verbose=0)
+elif SCENARIO == "checkpoint":
+    network = model()
+    network.fit(x, y, epochs=2, batch_size=32, verbose=0, seed=7, callbacks=[
+        callbacks.ModelCheckpoint(f"{FOLDER}/state.safetensors", save_training_state=True, monitor="loss")])
+elif SCENARIO == "resume":
+    network = model()
+    history = network.fit(x, y, epochs=4, batch_size=32, verbose=0, resume=f"{FOLDER}/state.safetensors",
+                          callbacks=[callbacks.ModelCheckpoint(f"{FOLDER}/state.safetensors",
+                                                               save_training_state=True, monitor="loss")])
+    record("resume", network, history)
+elif SCENARIO == "uninterrupted":
+    network = model()
+    history = network.fit(x, y, epochs=4, batch_size=32, verbose=0, seed=7)
+    record("uninterrupted", network, history)
+elif SCENARIO == "sharded":
+    network = model()
+    if WORLD.is_main:
+        np.save(f"{FOLDER}/x.npy", x)
+    if WORLD.size > 1:
+        WORLD.comm.Barrier()
+    history = network.fit(distributed.load_shard(f"{FOLDER}/x.npy") if WORLD.size > 1 else x,
+                          distributed.shard(y), epochs=4, batch_size=32, verbose=0, seed=3, sharded=True,
+                          validation_data=(distributed.shard(x[:60]), distributed.shard(y[:60])))
+    record("sharded", network, history)
+    np.save(f"{FOLDER}/sharded-steps-{WORLD.size}-{WORLD.rank}.npy", np.array([network.optimizer.iterations]))
+else:
+    raise SystemExit(f"unknown scenario {SCENARIO}")
