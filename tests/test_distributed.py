@@ -237,6 +237,13 @@ def test_the_nccl_all_reduce_on_a_gpu():
         pytest.skip("no usable GPU and CuPy")
     import cupy
 
+    try:
+        from cupy.cuda import nccl
+    except ImportError as error:
+        pytest.skip(f"CuPy without NCCL ({error}; pip install nvidia-nccl-cu13)")
+    if not getattr(nccl, "available", True):
+        pytest.skip("CuPy without NCCL (pip install nvidia-nccl-cu13)")
+
     model = ft.Sequential([ft.layers.Dense(3)], input_dim=4, device="cuda")
     model.build(4)
     model.gradients[...] = cupy.arange(15, dtype=cupy.float32)
