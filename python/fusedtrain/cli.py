@@ -1093,6 +1093,8 @@ def export(args) -> int:
         raise UsageError(f"{args.model}: {error}") from None
     except OSError as error:
         raise UsageError(f"--out: cannot write {args.out} ({error.strerror or error})") from None
+    if not distributed.world().is_main:
+        return 0
     import onnx
 
     graph = onnx.load(args.out).graph

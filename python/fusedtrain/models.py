@@ -806,7 +806,7 @@ class Sequential:
                     self._report_divergence(epoch, batch, batch, len(loader), verbose)
                     diverged = True
                     break
-                if terminate_on_nan and totals.check_due(batch):
+                if terminate_on_nan and parallel_run is None and totals.check_due(batch):
                     if not totals.loss_is_finite():
                         self._report_divergence(epoch, checked, batch, len(loader), verbose)
                         diverged = True
