@@ -65,6 +65,16 @@ elif SCENARIO == "fail":
                 raise RuntimeError("rank one's disk is full")
 
     model().fit(x, y, epochs=50, batch_size=16, verbose=0, callbacks=[FailOnRankOne()])
+elif SCENARIO == "die":
+    import os
+    import signal
+
+    class DieOnRankOne(callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if WORLD.rank == 1 and epoch == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    model().fit(x, y, epochs=50, batch_size=16, verbose=0, callbacks=[DieOnRankOne()])
 elif SCENARIO == "mismatch":
     model().fit(x[: 100 + WORLD.rank], y[: 100 + WORLD.rank], epochs=2, verbose=0)
 elif SCENARIO == "checkpoint":

@@ -100,6 +100,14 @@ def test_a_failing_rank_ends_the_job_and_is_named(tmp_path):
 
 
 @needs_mpi
+def test_a_killed_rank_ends_the_job(tmp_path):
+    # A rank killed by a signal prints nothing: the launcher ends the others (no hang) and says so.
+    result = scenario(2, "die", tmp_path, check=False, timeout=60)
+    assert result.returncode != 0
+    assert "BAD TERMINATION" in result.stdout + result.stderr
+
+
+@needs_mpi
 def test_different_data_on_the_ranks_is_refused(tmp_path):
     result = scenario(2, "mismatch", tmp_path, check=False, timeout=60)
     assert result.returncode != 0
