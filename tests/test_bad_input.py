@@ -1195,6 +1195,15 @@ CALLBACK_CASES = {
     "CallbackList": [({"callbacks": callbacks.History()}, TypeError, r"^callbacks: expected a list of Callback"),
                      ({"callbacks": [3]}, TypeError, r"^callbacks\[0\]: expected a fusedtrain.callbacks.Callback")],
     "Callback": [({"model": 3}, TypeError, r"unexpected keyword argument 'model'")],
+    "CSVLogger": [({"filename": None}, TypeError, r"^filename: expected a str or os.PathLike, got NoneType"),
+                  ({"filename": "a\0b.csv"}, ValueError, r"^filename: 'a\\x00b.csv' contains a NUL character"),
+                  ({"filename": "log.csv", "separator": ""}, ValueError, r"^separator: expected one character")],
+    "TensorBoard": [({"log_dir": b"logs"}, TypeError, r"^log_dir: expected a str or os.PathLike, got bytes"),
+                    ({"update_freq": 2.5}, TypeError, r"^update_freq: expected an integer"),
+                    ({"histogram_freq": "1"}, TypeError, r"^histogram_freq: expected an integer")],
+    "MLflowLogger": [({"run_name": 3}, TypeError, r"^run_name: expected a non-empty str or None, got 3"),
+                     ({"tracking_uri": ""}, TypeError, r"^tracking_uri: expected a non-empty str or None"),
+                     ({"log_model": "yes"}, TypeError, r"^log_model: expected True or False")],
 }
 
 
