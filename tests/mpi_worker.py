@@ -21,16 +21,16 @@ def data(rows=203, features=6, seed=0):
     return x, y, rng.uniform(0.5, 2.0, rows)
 
 
-def model(seed=None):
+def model(seed=None, device="auto"):
     # Each rank starts from other weights: fit broadcasts rank 0's.
     network = ft.Sequential([layers.Dense(16, activation="relu", kernel_regularizer="l2"), layers.Dense(8, activation="tanh"),
-                             layers.Dense(3)], input_dim=6, seed=WORLD.rank if seed is None else seed)
+                             layers.Dense(3)], input_dim=6, seed=WORLD.rank if seed is None else seed, device=device)
     network.compile(optimizers.Adam(1e-2, clipnorm=1.0), "sparse_categorical_crossentropy", metrics=["accuracy"])
     return network
 
 
 def record(name, network, history):
-    np.save(f"{FOLDER}/{name}-weights-{WORLD.size}-{WORLD.rank}.npy", network.parameters)
+    np.save(f"{FOLDER}/{name}-weights-{WORLD.size}-{WORLD.rank}.npy", network.backend.to_host(network.parameters))
     with open(f"{FOLDER}/{name}-history-{WORLD.size}-{WORLD.rank}.json", "w") as handle:
         json.dump({"history": history.history, "epochs": history.epoch}, handle)
 
@@ -75,6 +75,37 @@ elif SCENARIO == "die":
                 os.kill(os.getpid(), signal.SIGKILL)
 
     model().fit(x, y, epochs=50, batch_size=16, verbose=0, callbacks=[DieOnRankOne()])
+elif SCENARIO in ("standin-cpu", "standin-gpu"):
+    device = "cpu"
+    if SCENARIO == "standin-gpu":
+        # The device path on the stand-in CuPy (tests/standin_cupy.py), its NCCL all-reduce done
+        # by MPI on the host memory the stand-in's pointers address.
+        import types
+
+        import pytest
+        from mpi4py import MPI
+
+        import standin_cupy
+
+        standin_cupy.install(pytest.MonkeyPatch())
+        import cupy
+
+        class Communicator:
+            def __init__(self, size, unique_id, rank):
+                assert (size, rank) == (WORLD.size, WORLD.rank)
+
+            def allReduce(self, send, receive, count, dtype, op, stream):
+                assert send == receive and (dtype, op) == (7, 0)
+                WORLD.comm.Allreduce(MPI.IN_PLACE, standin_cupy._view(send, (count,)), op=MPI.SUM)
+
+        cupy.cuda.nccl = types.SimpleNamespace(get_unique_id=lambda: b"id", NcclCommunicator=Communicator,
+                                               NCCL_FLOAT32=7, NCCL_SUM=0)
+        sys.modules["cupy.cuda"] = cupy.cuda
+        device = "cuda"
+    network = model(device=device)
+    history = network.fit(x, y, epochs=3, batch_size=32, validation_split=0.2, verbose=0, seed=5,
+                          sample_weight=weights)
+    record(SCENARIO, network, history)
 elif SCENARIO == "mismatch":
     model().fit(x[: 100 + WORLD.rank], y[: 100 + WORLD.rank], epochs=2, verbose=0)
 elif SCENARIO == "checkpoint":

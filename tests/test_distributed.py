@@ -76,6 +76,19 @@ def test_two_ranks_train_the_weights_one_process_trains(tmp_path):
 
 
 @needs_mpi
+def test_two_ranks_on_the_device_path_match_two_on_the_cpu(tmp_path):
+    # The stand-in CuPy runs the CPU kernels behind the device path, and its NCCL all-reduce is
+    # MPI's on the same memory: bit for bit the CPU's result.
+    scenario(2, "standin-gpu", tmp_path)
+    scenario(2, "standin-cpu", tmp_path)
+    for rank in (0, 1):
+        device, device_history = load(tmp_path, "standin-gpu", 2, rank)
+        cpu, cpu_history = load(tmp_path, "standin-cpu", 2, rank)
+        np.testing.assert_array_equal(device, cpu)
+        assert device_history == cpu_history
+
+
+@needs_mpi
 def test_early_stopping_stops_every_rank_at_the_same_epoch(tmp_path):
     scenario(2, "early", tmp_path)
     (rank0, history0), (rank1, history1) = load(tmp_path, "early", 2, 0), load(tmp_path, "early", 2, 1)

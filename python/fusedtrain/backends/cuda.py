@@ -145,7 +145,8 @@ class CudaBackend:
 
     def read(self, value: Any) -> float:
         if isinstance(value, self.xp.ndarray):
-            return float(value.get())
+            # A one-element slot (shape (1,)) or a scalar: NumPy 2 converts neither with float().
+            return float(value.get().item())
         return float(value)
 
     def totals(self, count: int) -> DeviceTotals:
