@@ -615,7 +615,8 @@ def early_stopping_state(training):
     (lambda t: early_stopping_state(t).update(wait=None), r"EarlyStopping.wait is None, expected an integer"),
     (lambda t: early_stopping_state(t).update(wait=1.5), r"EarlyStopping.wait is a number, expected an integer"),
     (lambda t: early_stopping_state(t).update(stopped=0), r"EarlyStopping.stopped is an integer, expected a boolean"),
-    (lambda t: early_stopping_state(t).update(best=10**400), r"EarlyStopping.best is an integer out of range"),
+    # (An integer of more than MAX_INTEGER_DIGITS digits is refused when the JSON is decoded.)
+    (lambda t: early_stopping_state(t).update(best=10**300), r"EarlyStopping.best is an integer out of range"),
     (lambda t: t["callbacks"][0]["state"].update(epoch="1"), r"ModelCheckpoint.epoch is a string, expected an integer"),
     # Raised OverflowError from NumPy's generator.
     (lambda t: t["shuffle_rng"].update(has_uint32=2**31), "shuffle_rng is not a PCG64 generator state"),

@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
+import re
 import secrets
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, BinaryIO, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import _files
 from . import callbacks as callbacks_module
 from . import losses as losses_module
 from . import metrics as metrics_module
@@ -158,10 +161,29 @@ def _not_saved_error(error: OSError, path: str) -> OSError:
 
 # Reading ----------------------------------------------------------------------------------------
 
+# The bounds of what a reader accepts (the README's Reliability section states them). Each is
+# far above what a real model needs and low enough that a crafted file costs little time and
+# memory; the writers refuse to write beyond them, so that every saved file loads.
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own reader refuses longer headers
+MAX_LAYERS = 10_000
+MAX_UNITS = 2**24  # the units of a layer and the model's input size
+MAX_NAME_CHARS = check.MAX_NAME_CHARS  # layer, model, tensor and metadata names; printable
+MAX_TEXT_CHARS = 131_072  # any other string in the metadata: Python's csv field limit
+MAX_NESTING = 64  # JSON arrays and objects in one another
+MAX_INTEGER_DIGITS = 309  # every finite float64 written as an integer (class labels can be)
+MAX_DIMENSIONS = 32  # of a tensor (NumPy 1.x's limit)
+_INTEGER_LIMIT = 10**MAX_INTEGER_DIGITS
+# The safetensors dtypes NumPy can hold (little-endian, as safetensors stores them).
+_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+           "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+# A UTF-16 surrogate on its own: JSON's "\ud800" decodes to one, a string no output encodes.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class StoredFile:
-    """A safetensors file read and checked: ``tensors`` (name -> array), ``metadata`` (str ->
-    str), ``format`` (one of fusedtrain's, or None for a foreign file) and ``source`` (the path,
-    for messages)."""
+    """A safetensors file read and checked: ``tensors`` (name -> read-only array), ``metadata``
+    (str -> str), ``format`` (one of fusedtrain's, or None for a foreign file) and ``source``
+    (the path, for messages)."""
 
     def __init__(self, source: str, tensors: Dict[str, np.ndarray], metadata: Dict[str, str],
                  file_format: Optional[str]):
@@ -171,67 +193,232 @@ class StoredFile:
         self.format = file_format
 
     def json(self, key: str, required: bool = True) -> Any:
-        """The metadata entry ``key`` decoded from JSON (None when absent and not required)."""
+        """The metadata entry ``key`` decoded from JSON and checked (decode_json); None when
+        absent and not required."""
         text = self.metadata.get(key)
         if text is None:
             if required:
                 raise ValueError(f"{self.source}: the file's metadata has no {key!r} entry; it is damaged or "
                                  f"was not written by fusedtrain")
             return None
-        try:
-            return json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as error:
-            # RecursionError: arrays or objects nested thousands deep.
-            raise ValueError(f"{self.source}: the {key!r} metadata is not valid JSON ({error}); the file "
-                             f"is damaged") from None
+        return decode_json(text, self.source, key)
+
+
+class _IntegerTooLong(Exception):
+    """Raised by the JSON decoder on an integer of more than MAX_INTEGER_DIGITS digits, before
+    Python converts it (which takes time quadratic in the digits, and fails past 4,300)."""
+
+    def __init__(self, digits: int):
+        super().__init__(digits)
+        self.digits = digits
+
+
+def _bounded_integer(text: str) -> int:
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INTEGER_DIGITS:
+        raise _IntegerTooLong(digits)
+    return int(text)
+
+
+def _too_long_message(digits: int) -> str:
+    return f"holds an integer of {digits:,} digits, more than the {MAX_INTEGER_DIGITS} a file may hold"
+
+
+def decode_json(text: str, source: str, key: str) -> Any:
+    """The metadata entry ``key`` (JSON ``text``) decoded and checked by json_problem: a
+    ValueError naming ``source`` and ``key`` for invalid JSON, an integer beyond
+    MAX_INTEGER_DIGITS digits, a string beyond MAX_TEXT_CHARS or with a lone surrogate, or
+    nesting beyond MAX_NESTING."""
+    where = f"{source}: the {key!r} metadata"
+    try:
+        value = json.loads(text, parse_int=_bounded_integer)
+    except _IntegerTooLong as error:
+        raise ValueError(f"{where} {_too_long_message(error.digits)}; the file is damaged") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        # RecursionError: arrays or objects nested thousands deep.
+        raise ValueError(f"{where} is not valid JSON ({error}); the file is damaged") from None
+    problem = json_problem(value)
+    if problem:
+        raise ValueError(f"{where} holds {problem}; the file is damaged")
+    return value
+
+
+def _value_problem(value: Any) -> Optional[str]:
+    """What is wrong with a string or an integer of a file's JSON, or None."""
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT_CHARS:
+            return f"a string of {len(value):,} characters (at most {MAX_TEXT_CHARS:,})"
+        surrogate = _SURROGATE.search(value)
+        if surrogate:
+            return f"a string with a lone surrogate (\\u{ord(surrogate.group()):04x}), which is no character"
+    elif isinstance(value, int) and not isinstance(value, bool) and not -_INTEGER_LIMIT < value < _INTEGER_LIMIT:
+        return f"an integer of more than {MAX_INTEGER_DIGITS} digits"
+    return None
+
+
+def _position(path: Tuple[Any, ...]) -> str:
+    text = "".join(f"[{step}]" if isinstance(step, int) else f".{check.shown(step, 40)[1:-1]}" for step in path)
+    return text.lstrip(".") or "the top level"
+
+
+def json_problem(value: Any) -> Optional[str]:
+    """What makes a JSON value unfit for a file, with its position, or None: a string (a key
+    included) of more than MAX_TEXT_CHARS characters or with a lone surrogate (no encoding
+    can print it), an integer of more than MAX_INTEGER_DIGITS digits, or arrays and objects
+    nested more than MAX_NESTING deep. Walks the value without recursion."""
+    problem = _value_problem(value)
+    if problem:
+        return f"{problem} at the top level"
+    stack = [(value, ())] if isinstance(value, (dict, list, tuple)) else []
+    while stack:
+        node, path = stack.pop()
+        if len(path) >= MAX_NESTING:
+            return f"arrays or objects nested more than {MAX_NESTING} deep at {_position(path)}"
+        for key, child in (node.items() if isinstance(node, dict) else enumerate(node)):
+            problem = _value_problem(key) or _value_problem(child)
+            if problem:
+                return f"{problem} at {_position(path + (key,))}"
+            if isinstance(child, (dict, list, tuple)):
+                stack.append((child, path + (key,)))
+    return None
 
 
 def read(path: Any, name: str = "path") -> StoredFile:
-    """Reads and checks a safetensors file (see parse). A missing file raises FileNotFoundError;
-    anything but a path, a TypeError naming the argument ``name``."""
+    """Reads and checks a safetensors file. A missing file raises FileNotFoundError; anything
+    but a path, a TypeError naming the argument ``name``; anything but a regular file (a
+    folder, a FIFO, a device), a ValueError before it is opened. The 8-byte header size comes
+    first and is bounded by MAX_HEADER_BYTES; the header is then checked whole (every tensor's
+    dtype, shape and offsets, which must tile the data that follows exactly) and the file's
+    size must be what the header implies, all before any tensor is read. So a wrong path costs
+    a few reads, whatever the file's size, and a damaged file raises ValueError naming what is
+    wrong."""
     try:
         path = os.fspath(path)
     except TypeError:
         raise TypeError(f"{name}: expected a file path (str or os.PathLike), got {type(path).__name__}") from None
-    with open(path, "rb") as handle:
-        data = handle.read()
-    return parse(data, str(path))
+    source = str(path)
+    handle, size = _files.open_regular(path)
+    with handle:
+        return _read_safetensors(handle, size, source)
 
 
-def parse(data: bytes, source: str) -> StoredFile:
-    """Decodes a whole safetensors file held in ``data``; ValueError names what is wrong."""
+def _read_safetensors(handle: BinaryIO, size: int, source: str) -> StoredFile:
     unreadable = f"{source}: not a readable safetensors weight file"
-    if len(data) < 8:
-        raise ValueError(f"{unreadable}: {len(data)} bytes, too short for the 8-byte header size")
-    header_size = int.from_bytes(data[:8], "little")
-    if header_size > len(data) - 8:
+    if size < 8:
+        raise ValueError(f"{unreadable}: {size} bytes, too short for the 8-byte header size")
+    header_size = int.from_bytes(_files.read_exactly(handle, 8, source), "little")
+    if header_size > MAX_HEADER_BYTES:
+        raise ValueError(f"{unreadable}: the header size field says {header_size:,} bytes, more than the "
+                         f"{MAX_HEADER_BYTES:,} a header may hold (another format such as .npz, or a damaged file)")
+    if header_size > size - 8:
         raise ValueError(f"{unreadable}: the header size field says {header_size} bytes but only "
-                         f"{len(data) - 8} follow (a truncated file, or another format such as .npz)")
-    try:
-        header = json.loads(data[8:8 + header_size].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise ValueError(f"{unreadable}: its header is not JSON (another format, or a damaged file)") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{unreadable}: its header is not a JSON object")
-    metadata = header.get("__metadata__") or {}
-    if not (isinstance(metadata, dict)
-            and all(isinstance(key, str) and isinstance(value, str) for key, value in metadata.items())):
-        raise ValueError(f"{unreadable}: its __metadata__ is not a map of strings to strings")
+                         f"{size - 8} follow (a truncated file, or another format such as .npz)")
+    header = _decode_header(_files.read_exactly(handle, header_size, source), unreadable)
+    metadata = _header_metadata(header, unreadable)
     file_format = metadata.get("format")
     if isinstance(file_format, str) and file_format.startswith("fusedtrain."):
         _check_version(metadata, file_format, source)
     else:
         file_format = None
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
-
-    try:
-        tensors = load(data)
-    except (SafetensorError, KeyError, ValueError, TypeError) as error:
-        # KeyError: a dtype NumPy lacks (bfloat16); the others: damaged offsets or sizes.
-        raise ValueError(f"{unreadable} ({type(error).__name__}: {error}); it may be truncated or "
-                         f"damaged") from None
+    layout, data_size = _tensor_layout(header, unreadable)
+    if data_size != size - 8 - header_size:
+        raise ValueError(f"{unreadable}: its header describes {data_size:,} bytes of tensors, but "
+                         f"{size - 8 - header_size:,} bytes follow the header (a truncated file, or one with bytes "
+                         f"added or removed)")
+    data = _files.read_exactly(handle, data_size, source)
+    tensors = {name: _tensor(data, name, dtype, shape, begin, end, unreadable)
+               for name, dtype, shape, begin, end in layout}
     return StoredFile(source, tensors, metadata, file_format)
+
+
+def _decode_header(raw: bytearray, unreadable: str) -> Dict[str, Any]:
+    try:
+        header = json.loads(raw.decode("utf-8"), parse_int=_bounded_integer)
+    except _IntegerTooLong as error:
+        raise ValueError(f"{unreadable}: its header {_too_long_message(error.digits)}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ValueError(f"{unreadable}: its header is not JSON (another format, or a damaged file)") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{unreadable}: its header is not a JSON object")
+    return header
+
+
+def _header_metadata(header: Dict[str, Any], unreadable: str) -> Dict[str, str]:
+    metadata = header.get("__metadata__") or {}
+    if not (isinstance(metadata, dict)
+            and all(isinstance(key, str) and isinstance(value, str) for key, value in metadata.items())):
+        raise ValueError(f"{unreadable}: its __metadata__ is not a map of strings to strings")
+    for key, value in metadata.items():
+        if not check.is_name(key):
+            raise ValueError(f"{unreadable}: its __metadata__ has the key {check.shown(key)}, not a name of at "
+                             f"most {MAX_NAME_CHARS} printable characters")
+        if _SURROGATE.search(value):
+            raise ValueError(f"{unreadable}: its __metadata__ entry {key!r} holds a lone surrogate, which is no "
+                             f"character")
+    return metadata
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _tensor_layout(header: Dict[str, Any], unreadable: str) -> Tuple[List[Tuple[str, str, List[int], int, int]], int]:
+    """([(name, dtype, shape, begin, end)] for each tensor of the header, the size of the data
+    they take). As safetensors requires, each tensor's offsets hold exactly its bytes and the
+    tensors, in the order of their offsets, follow each other from byte 0 without gaps or
+    overlaps."""
+    layout = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not check.is_name(name):
+            raise ValueError(f"{unreadable}: its header names a tensor {check.shown(name)}, not a name of at most "
+                             f"{MAX_NAME_CHARS} printable characters")
+        if not isinstance(entry, dict):
+            raise ValueError(f"{unreadable}: the header entry of tensor {name!r} is not a JSON object")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
+            raise ValueError(f"{unreadable}: tensor {name!r} has the dtype {check.shown(dtype)}; fusedtrain reads "
+                             f"{', '.join(_DTYPES)}")
+        if not (isinstance(shape, list) and len(shape) <= MAX_DIMENSIONS and all(_is_count(extent) for extent in shape)):
+            raise ValueError(f"{unreadable}: tensor {name!r} has the shape {check.shown(shape)}, not a list of at "
+                             f"most {MAX_DIMENSIONS} sizes >= 0")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(offset) for offset in offsets)
+                and offsets[0] <= offsets[1]):
+            raise ValueError(f"{unreadable}: tensor {name!r} has the data_offsets {check.shown(offsets)}, not "
+                             f"[begin, end] with 0 <= begin <= end")
+        begin, end = offsets
+        size = math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize
+        if size != end - begin:
+            raise ValueError(f"{unreadable}: tensor {name!r} ({dtype}, shape {check.shown(shape)}) takes {size} "
+                             f"bytes, but its data_offsets [{begin}, {end}] hold {end - begin}")
+        layout.append((name, dtype, shape, begin, end))
+    layout.sort(key=lambda item: (item[3], item[4]))
+    position = 0
+    for name, _, _, begin, end in layout:
+        if begin != position:
+            raise ValueError(f"{unreadable}: tensor {name!r} starts at byte {begin} of the data, expected "
+                             f"{position} (the tensors must follow each other without gaps or overlaps)")
+        position = end
+    return layout, position
+
+
+def _tensor(data: bytearray, name: str, dtype: str, shape: List[int], begin: int, end: int,
+            unreadable: str) -> np.ndarray:
+    """A read-only array of the tensor's bytes: a view of ``data``, or an aligned copy where the
+    offset does not fall on a multiple of the item size."""
+    kind = np.dtype(_DTYPES[dtype])
+    try:
+        array = np.frombuffer(data, dtype=kind, count=(end - begin) // kind.itemsize, offset=begin)
+        if begin % kind.itemsize:
+            array = array.copy()
+        array = array.reshape(shape)
+    except (ValueError, OverflowError) as error:
+        # A shape NumPy cannot hold, such as (0, 2**64).
+        raise ValueError(f"{unreadable}: tensor {name!r} of shape {check.shown(shape)} cannot be held in an array "
+                         f"({error})") from None
+    array.flags.writeable = False
+    return array
 
 
 def _check_version(metadata: Dict[str, str], file_format: str, source: str) -> None:
