@@ -739,7 +739,9 @@ def damaged_task(files, folder, change):
     (lambda task: task.update(classes=[1, 1.0, 2]), "class labels are not distinct"),
     (lambda task: task.update(classes=[0, {"x": 1}, 2]), "class labels are not distinct"),
     (lambda task: task.update(classes=[0, True, 2]), "class labels are not distinct"),
-    (lambda task: task.update(classes=[0, 1, 10**400]), "class labels are not distinct"),
+    # 309 digits (the most a file may hold) and beyond float range; more digits are refused as JSON.
+    (lambda task: task.update(classes=[0, 1, 9 * 10**308]), "class labels are not distinct"),
+    (lambda task: task.update(classes=[0, 1, 10**400]), "holds an integer of 401 digits, more than the 309"),
     (lambda task: task.update(classes=[0, 1, float("nan")]), "class labels are not distinct"),
     (lambda task: task.update(classes=["a", 1, "b"]), "class labels are not distinct"),
     # A target that is no column name: TypeError (unhashable list) in the CSV reader.

@@ -36,9 +36,11 @@ import numpy as np
 
 from . import _files
 from . import callbacks as callbacks_module
+from . import initializers as initializers_module
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
+from . import regularizers as regularizers_module
 from ._version import __version__
 from .layers import GELU, Activation, Dense, Dropout, LeakyReLU, Normalization, ReLU, Sigmoid, Softmax, Tanh
 from .ops import _checks as check
@@ -530,11 +532,9 @@ def weights_metadata(file_format: str) -> Dict[str, str]:
 
 
 def save_weights(model, path: Any) -> None:
-    from safetensors.numpy import save
-
     tensors = {key: np.ascontiguousarray(model.backend.to_host(value))
                for key, value in layer_tensors(model).items()}
-    write_atomically(path, save(tensors, metadata=weights_metadata(WEIGHTS_FORMAT)))
+    write_atomically(path, _encode(tensors, weights_metadata(WEIGHTS_FORMAT)))
 
 
 def load_weights(model, path: Any, num_layers: Optional[int] = None) -> None:
@@ -548,12 +548,34 @@ def load_weights(model, path: Any, num_layers: Optional[int] = None) -> None:
 # Architecture and compile settings --------------------------------------------------------------
 
 def model_config(model) -> Dict[str, Any]:
-    """The architecture as JSON-compatible data: {"class_name": "Sequential", "config": {...}}."""
+    """The architecture as JSON-compatible data: {"class_name": "Sequential", "config": {...}}.
+    ValueError for a model that a file cannot describe, so that every file saved loads: a
+    layer, initializer or regularizer of a class of its own, or a model beyond the bounds of
+    the file format (MAX_LAYERS, MAX_UNITS, names)."""
+    beyond = "save_weights stores the weights of any model"
+    if len(model.layers) > MAX_LAYERS:
+        raise ValueError(f"layers: the model has {len(model.layers):,} layers; a model file holds at most "
+                         f"{MAX_LAYERS:,}; {beyond}")
+    check.name(model.name, "name")
+    if model.input_dim is not None and model.input_dim > MAX_UNITS:
+        raise ValueError(f"input_dim: {model.input_dim:,} features; a model file holds models of at most "
+                         f"{MAX_UNITS:,}; {beyond}")
     for index, layer in enumerate(model.layers):
         if LAYER_CLASSES.get(type(layer).__name__) is not type(layer):
             raise ValueError(f"layers[{index}]: a model file stores the built-in layer types only "
-                             f"({', '.join(LAYER_CLASSES)}), not {type(layer).__name__}; save_weights stores "
-                             f"the weights of any model")
+                             f"({', '.join(LAYER_CLASSES)}), not {type(layer).__name__}; {beyond}")
+        check.name(layer.name, f"layers[{index}].name")
+        if isinstance(layer, Dense):
+            if layer.units > MAX_UNITS:
+                raise ValueError(f"layers[{index}]: {layer.units:,} units; a model file holds layers of at most "
+                                 f"{MAX_UNITS:,}; {beyond}")
+            for attribute, module in (("kernel_initializer", initializers_module),
+                                      ("bias_initializer", initializers_module),
+                                      ("kernel_regularizer", regularizers_module)):
+                value = getattr(layer, attribute)
+                if value is not None and module.CLASSES.get(type(value).__name__) is not type(value):
+                    raise ValueError(f"layers[{index}].{attribute}: a model file stores the built-in classes only "
+                                     f"({', '.join(module.CLASSES)}), not {type(value).__name__}; {beyond}")
     return {"class_name": "Sequential",
             "config": {"name": model.name, "input_dim": model.input_dim, "seed": model.seed,
                        "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
@@ -570,21 +592,41 @@ def _layer_entries(architecture: Any, source: str) -> Tuple[Dict[str, Any], List
     """(the model's config, [(class name, config)] per layer), structure checked."""
     architecture = _mapping(architecture, "architecture", source)
     if architecture.get("class_name") != "Sequential":
-        raise ValueError(f"{source}: architecture: unknown model type {architecture.get('class_name')!r}; "
+        raise ValueError(f"{source}: architecture: unknown model type {check.shown(architecture.get('class_name'))}; "
                          f"this fusedtrain knows 'Sequential'")
     config = _mapping(architecture.get("config"), "architecture config", source)
     entries = config.get("layers")
     if not isinstance(entries, list) or not entries:
-        raise ValueError(f"{source}: architecture: expected a non-empty list of layers, got {entries!r}")
+        raise ValueError(f"{source}: architecture: expected a non-empty list of layers, got {check.shown(entries)}")
+    if len(entries) > MAX_LAYERS:
+        raise ValueError(f"{source}: architecture: {len(entries):,} layers, more than the {MAX_LAYERS:,} a model "
+                         f"file may hold; the file is damaged or was not written by fusedtrain")
+    _check_size(config.get("input_dim"), "architecture: input_dim", source)
     layers = []
     for index, entry in enumerate(entries):
         entry = _mapping(entry, f"layer {index}", source)
         class_name = entry.get("class_name")
         if not isinstance(class_name, str) or class_name not in LAYER_CLASSES:
-            raise ValueError(f"{source}: layer {index} has the unknown type {class_name!r}; this fusedtrain "
+            what = "the abstract base class" if class_name == "Layer" else "the unknown type"
+            raise ValueError(f"{source}: layer {index} has {what} {check.shown(class_name)}; this fusedtrain "
                              f"({__version__}) knows {', '.join(LAYER_CLASSES)}")
-        layers.append((class_name, _mapping(entry.get("config"), f"layer {index} config", source)))
+        layer_config = _mapping(entry.get("config"), f"layer {index} config", source)
+        where = f"layer {index} ({class_name})"
+        for key in ("units", "input_dim"):
+            _check_size(layer_config.get(key), f"{where}: {key}", source)
+        shape = layer_config.get("input_shape")
+        for extent in shape if isinstance(shape, list) else [shape]:
+            _check_size(extent, f"{where}: input_shape", source)
+        layers.append((class_name, layer_config))
     return config, layers
+
+
+def _check_size(value: Any, where: str, source: str) -> None:
+    """Refuses a layer width or an input size beyond MAX_UNITS (other values are left to the
+    constructors' own checks)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_UNITS:
+        raise ValueError(f"{source}: {where} is {value:,}, more than the {MAX_UNITS:,} a model file may hold; the "
+                         f"file is damaged or was not written by fusedtrain")
 
 
 def model_from_config(architecture: Any, source: str, device: str = "auto") -> "Sequential":
@@ -600,7 +642,7 @@ def model_from_config(architecture: Any, source: str, device: str = "auto") -> "
             raise ValueError(f"{source}: layer {index} ({class_name}): invalid configuration: {error}") from None
     name = config.get("name", "sequential")
     if not isinstance(name, str):
-        raise ValueError(f"{source}: architecture: the model name must be a string, got {name!r}")
+        raise ValueError(f"{source}: architecture: the model name must be a string, got {check.shown(name)}")
     try:
         model = Sequential(layers, input_dim=config.get("input_dim"), seed=config.get("seed"), name=name,
                            device=device)
@@ -663,14 +705,39 @@ def compile_arguments(config: Any, source: str):
 
 def _model_metadata(model, file_format: str) -> Dict[str, str]:
     metadata = weights_metadata(file_format)
-    metadata["architecture"] = json.dumps(model_config(model))
+    metadata["architecture"] = _json_entry(model_config(model), "architecture")
     settings = compile_config(model)
     if settings is not None:
-        metadata["compile"] = json.dumps(settings)
+        metadata["compile"] = _json_entry(settings, "compile")
     inputs = inputs_config(model)
     if inputs is not None:
-        metadata["inputs"] = json.dumps(inputs)
+        metadata["inputs"] = _json_entry(inputs, "inputs")
     return metadata
+
+
+def _json_entry(value: Any, key: str) -> str:
+    """``value`` as the JSON text of the metadata entry ``key``; ValueError when it holds what
+    a reader refuses (json_problem), so that no file is saved that cannot be loaded."""
+    text = json.dumps(value)
+    problem = json_problem(value)
+    if problem:
+        raise ValueError(f"{key}: holds {problem}, which a fusedtrain file cannot store (the bounds are in the "
+                         f"README's Reliability section)")
+    return text
+
+
+def _encode(tensors: Dict[str, np.ndarray], metadata: Dict[str, str]) -> bytes:
+    """The bytes of a safetensors file; ValueError when its header would exceed
+    MAX_HEADER_BYTES, which no reader would accept."""
+    from safetensors.numpy import save as encode
+
+    data = encode(tensors, metadata=metadata)
+    header_size = int.from_bytes(data[:8], "little")
+    if header_size > MAX_HEADER_BYTES:
+        raise ValueError(f"the file's header would take {header_size:,} bytes, more than the {MAX_HEADER_BYTES:,} a "
+                         f"reader accepts (a training history, class labels or a table preprocessor too large); "
+                         f"nothing was saved")
+    return data
 
 
 def inputs_config(model) -> Optional[Dict[str, Any]]:
@@ -720,18 +787,19 @@ def save(model, path: Any, metadata: Optional[Dict[str, str]] = None) -> None:
     """Writes a model file. ``metadata``: further str -> str entries for the file's metadata
     (the command line records the task and class labels there); fusedtrain's own keys are
     reserved."""
-    from safetensors.numpy import save as encode
-
     entries = _model_metadata(model, MODEL_FORMAT)
     for key, value in (metadata or {}).items():
         if not (isinstance(key, str) and isinstance(value, str)):
-            raise TypeError(f"metadata: expected str keys and values, got {key!r}: {type(value).__name__}")
+            raise TypeError(f"metadata: expected str keys and values, got {check.shown(key)}: {type(value).__name__}")
         if key in _RESERVED_METADATA:
             raise ValueError(f"metadata: {key!r} is one of fusedtrain's own entries ({', '.join(_RESERVED_METADATA)})")
+        check.name(key, "metadata: a key")
+        if _SURROGATE.search(value):
+            raise ValueError(f"metadata: the entry {key!r} holds a lone surrogate, which no file can store")
         entries[key] = value
     tensors = {key: np.ascontiguousarray(model.backend.to_host(value))
                for key, value in layer_tensors(model).items()}
-    write_atomically(path, encode(tensors, metadata=entries))
+    write_atomically(path, _encode(tensors, entries))
 
 
 def load(path: Any, compile: bool = True, device: str = "auto") -> "Sequential":
@@ -743,7 +811,11 @@ def load(path: Any, compile: bool = True, device: str = "auto") -> "Sequential":
     returns probabilities for a classifier exactly as before saving. The whole file is checked
     first; anything invalid raises ValueError. ``device``: where the model is rebuilt, as
     Sequential's (a file written on one device loads on any)."""
-    stored = read(path)
+    return model_from_file(read(path), compile, device)
+
+
+def model_from_file(stored: StoredFile, compile: bool = True, device: str = "auto") -> "Sequential":
+    """The model a file read by ``read`` holds (see load)."""
     source = stored.source
     if stored.format not in (MODEL_FORMAT, CHECKPOINT_FORMAT):
         kind = "a weight file (save_weights)" if stored.format == WEIGHTS_FORMAT else "not a fusedtrain model file"
@@ -779,8 +851,6 @@ def _callback_states(callbacks: Sequence[Any]) -> List[Tuple[Any, Dict[str, Any]
 
 
 def save_checkpoint(model, path: Any) -> None:
-    from safetensors.numpy import save as encode
-
     run = model._run
     if run is not None and run.in_epoch:
         raise RuntimeError("save_checkpoint: training is in the middle of an epoch (or stopped inside one); a "
@@ -821,19 +891,26 @@ def save_checkpoint(model, path: Any) -> None:
     }
     metadata = _model_metadata(model, CHECKPOINT_FORMAT)
     try:
-        metadata["training"] = json.dumps(training)
+        metadata["training"] = _json_entry(training, "save_checkpoint: the training state")
     except TypeError as error:
         raise TypeError(f"save_checkpoint: the training state holds a value JSON cannot store ({error}); a "
                         f"callback's get_state or the logs returned something other than numbers, strings, "
                         f"booleans, None and lists of arrays") from None
-    write_atomically(path, encode(tensors, metadata=metadata))
+    write_atomically(path, _encode(tensors, metadata))
 
 
-def _integer(value: Any, where: str, source: str, allow_none: bool = False) -> Optional[int]:
+# Counters (epochs, steps) are 64-bit integers in the kernels and in NumPy.
+_COUNTER_LIMIT = 2**63 - 1
+
+
+def _integer(value: Any, where: str, source: str, allow_none: bool = False,
+             high: Optional[int] = _COUNTER_LIMIT) -> Optional[int]:
+    """A training state's integer in [0, high] (any size when high is None)."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{source}: training state: {where} must be an integer >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (high is not None and value > high):
+        bound = "an integer >= 0" + (f" and <= {high}" if high is not None else "")
+        raise ValueError(f"{source}: training state: {where} must be {bound}, got {check.shown(value)}")
     return value
 
 
@@ -867,18 +944,28 @@ class Checkpoint:
             raise ValueError(f"{source}: training state: stopped must be true or false")
         self.stopped = training["stopped"]
         self.optimizer_class = training["optimizer"]
+        if not isinstance(self.optimizer_class, str) or self.optimizer_class not in OPTIMIZER_CLASSES:
+            raise ValueError(f"{source}: training state: optimizer {check.shown(self.optimizer_class)} is not one of "
+                             f"{', '.join(OPTIMIZER_CLASSES)}; the file is damaged")
         self.iterations = _integer(training["iterations"], "iterations", source)
         learning_rate = training["learning_rate"]
-        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate >= 0:
-            raise ValueError(f"{source}: training state: learning_rate must be a number >= 0, got {learning_rate!r}")
-        self.learning_rate = float(learning_rate)
+        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)):
+            raise ValueError(f"{source}: training state: learning_rate must be a number >= 0, got "
+                             f"{check.shown(learning_rate)}")
+        try:
+            # The optimizer's own check, here rather than in the middle of restore.
+            self.learning_rate = check.real(learning_rate, "learning_rate", low=0.0)
+        except ValueError as error:
+            raise ValueError(f"{source}: training state: {error}") from None
         self.train_step = _integer(training["train_step"], "train_step", source)
         self.fit_count = _integer(training["fit_count"], "fit_count", source)
-        self.entropy = _integer(training["entropy"], "entropy", source)
+        # The model's seed, or 128 bits of fresh entropy: any size (within the digits bound).
+        self.entropy = _integer(training["entropy"], "entropy", source, high=None)
         seeds = training["dropout_seeds"]
         if not isinstance(seeds, list):
             raise ValueError(f"{source}: training state: dropout_seeds must be a list")
-        self.dropout_seeds = [_integer(seed, "dropout_seeds", source, allow_none=True) for seed in seeds]
+        self.dropout_seeds = [_integer(seed, "dropout_seeds", source, allow_none=True, high=2**64 - 1)
+                              for seed in seeds]
         self.shuffle_rng = training["shuffle_rng"]
         if self.shuffle_rng is not None:
             try:
@@ -928,10 +1015,15 @@ class Checkpoint:
                                                                   self.source)
             if not isinstance(class_name, str):
                 raise ValueError(f"{self.source}: training state: callback {position} has no class name")
+            if not check.is_name(class_name) or _is_abstract_callback(class_name):
+                raise ValueError(f"{self.source}: training state: callback {position} names the class "
+                                 f"{check.shown(class_name)}, which is no concrete callback class; the file is damaged")
             restored = {}
             for key, value in state.items():
                 if isinstance(value, dict) and set(value) == {_TENSORS_MARK}:
-                    count = _integer(value[_TENSORS_MARK], f"callback {position} {key}", self.source)
+                    # At most every tensor of the file: a larger count is damage (and a long list).
+                    count = _integer(value[_TENSORS_MARK], f"callback {position} {key}", self.source,
+                                     high=len(tensors))
                     names = [f"callbacks.{position}.{key}.{index}" for index in range(count)]
                     absent = [name for name in names if name not in tensors]
                     if absent:
@@ -1076,6 +1168,13 @@ class Checkpoint:
         if changed:
             warnings.warn(f"resume: {', '.join(changed)} (checkpoint -> this fit); training continues but will not "
                           f"reproduce an uninterrupted run", UserWarning, stacklevel=3)
+
+
+def _is_abstract_callback(class_name: str) -> bool:
+    """Whether ``class_name`` names fusedtrain's Callback base class or one of its private,
+    abstract classes: no callback given to fit can be of such a class."""
+    found = getattr(callbacks_module, class_name, None)
+    return found is callbacks_module.Callback or (class_name.startswith("_") and isinstance(found, type))
 
 
 def _value_kind(value: Any) -> str:
