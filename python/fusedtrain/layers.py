@@ -219,9 +219,10 @@ def _deserialize(value: Any, module: Any, name: str) -> Any:
     if set(value) != {"class_name", "config"} or not isinstance(value["config"], dict):
         raise ValueError(f"{name}: expected a name or {{'class_name': ..., 'config': {{...}}}}, got {check.shown(value)}")
     class_name = value["class_name"]
-    found = module.CLASSES.get(class_name) if isinstance(class_name, str) else None
-    if found is None:
-        known = isinstance(class_name, str) and isinstance(getattr(module, class_name, None), type)
+    # The class names, and Keras' function-style aliases of the same classes ("he_normal").
+    found = getattr(module, class_name, None) if isinstance(class_name, str) else None
+    if found not in module.CLASSES.values():
+        known = isinstance(found, type)
         what = (f"{check.shown(class_name)} is an abstract class, which a file cannot name" if known
                 else f"unknown class {check.shown(class_name)} (not in {module.__name__})")
         raise ValueError(f"{name}: {what}; expected one of {', '.join(module.CLASSES)}")
