@@ -19,7 +19,9 @@ Metadata (safetensors' str -> str map):
 
 Reading checks the whole file (header, metadata, every tensor's name, dtype, shape and values)
 before anything is assigned: a damaged, foreign or mismatched file raises ValueError and leaves
-the model as it was."""
+the model as it was. Only regular files are opened, and the header, the architecture and every
+string and integer of the metadata are bounded (MAX_HEADER_BYTES, MAX_LAYERS, ...; README,
+Reliability), so that no file costs more time or memory than its size warrants."""
 
 from __future__ import annotations
 
@@ -259,8 +261,14 @@ def _value_problem(value: Any) -> Optional[str]:
 
 
 def _position(path: Tuple[Any, ...]) -> str:
-    text = "".join(f"[{step}]" if isinstance(step, int) else f".{check.shown(step, 40)[1:-1]}" for step in path)
-    return text.lstrip(".") or "the top level"
+    """A position in a JSON value, as config.layers[3].config.name (long or odd keys quoted)."""
+    steps = []
+    for step in path:
+        if isinstance(step, int):
+            steps.append(f"[{step}]")
+        else:
+            steps.append("." + (step if check.is_name(step) and len(step) <= 40 else check.shown(step, 40)))
+    return "".join(steps).lstrip(".") or "the top level"
 
 
 def json_problem(value: Any) -> Optional[str]:
