@@ -277,10 +277,12 @@ def enlarge_header(draw, data):
     bound = serialization.MAX_HEADER_BYTES
     grown = draw(st.one_of(st.integers(size + 1, size + 64),
                            st.sampled_from([bound - 1, bound, bound + 1, 2**32, 2**63, 2**64 - 1])))
-    if grown <= size + 64 and draw(st.booleans()):
+    # An earlier mutation may have left a size field near 2**64 already.
+    grown = min(max(grown, size + 1), 2**64 - 1)
+    if grown <= size + 64 and size < len(data) and draw(st.booleans()):
         end = 8 + size
         data[end:end] = b" " * (grown - size)
-    data[:8] = max(grown, size + 1).to_bytes(8, "little")
+    data[:8] = grown.to_bytes(8, "little")
 
 
 @FUZZ
