@@ -21,7 +21,11 @@ import io
 import itertools
 import json
 import os
+import shutil
+import socket
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +36,8 @@ import fusedtrain as ft
 from fusedtrain import callbacks as cb
 from fusedtrain import __main__ as main_module
 from fusedtrain import cli, layers, regularizers, serialization, tables
+
+import guards
 
 LONG_RUN_EXAMPLES = int(os.environ.get("FUSEDTRAIN_FUZZ_EXAMPLES", "0"))
 # The long run draws new inputs each time; the short one the same inputs every time.
@@ -241,11 +247,14 @@ def mutated_bytes(draw, files):
     position = st.one_of(st.integers(0, len(data) - 1),
                          st.sampled_from([0, 7, 8, 9, header_end - 1, header_end, header_end + 1, len(data) - 1]))
     for _ in range(draw(st.integers(1, 4))):
-        operation = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate", "duplicate"]))
+        operation = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate", "duplicate",
+                                          "enlarge_header"]))
         if not data:
             break
         at = min(draw(position), len(data) - 1)
-        if operation == "flip":
+        if operation == "enlarge_header" and len(data) >= 8:
+            enlarge_header(draw, data)
+        elif operation == "flip":
             data[at] ^= 1 << draw(st.integers(0, 7))
         elif operation == "set":
             data[at] = draw(st.sampled_from([0, 0xFF, ord('"'), ord("{"), ord("}"), ord(","), ord("9"), 0x80]))
@@ -258,6 +267,22 @@ def mutated_bytes(draw, files):
         else:
             data[at:at] = data[at:at + draw(st.integers(1, 64))]
     return kind, bytes(data)
+
+
+def enlarge_header(draw, data):
+    """Makes the header size field of ``data`` larger (in place): by a few bytes (the header
+    then takes in the first bytes of the tensors, or spaces added after it, which JSON allows),
+    to around the bound MAX_HEADER_BYTES, or far beyond the file."""
+    size = int.from_bytes(data[:8], "little")
+    bound = serialization.MAX_HEADER_BYTES
+    grown = draw(st.one_of(st.integers(size + 1, size + 64),
+                           st.sampled_from([bound - 1, bound, bound + 1, 2**32, 2**63, 2**64 - 1])))
+    # An earlier mutation may have left a size field near 2**64 already.
+    grown = min(max(grown, size + 1), 2**64 - 1)
+    if grown <= size + 64 and size < len(data) and draw(st.booleans()):
+        end = 8 + size
+        data[end:end] = b" " * (grown - size)
+    data[:8] = grown.to_bytes(8, "little")
 
 
 @FUZZ
@@ -476,6 +501,85 @@ def test_arbitrary_bytes(folder, data):
         check_every_loader(path, folder, "checkpoint")
 
 
+# Paths that are no regular file ------------------------------------------------------------------
+
+def _fit_resume(path):
+    model = classifier()
+    x, y = small_data()
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0, resume=path)
+
+
+# Each reader of a file: (the suffix its path takes, the call, the error it raises).
+PATH_READERS = {
+    "load": (".safetensors", ft.load, ValueError),
+    "load_weights": (".safetensors", lambda path: classifier().load_weights(path), ValueError),
+    "resume": (".safetensors", _fit_resume, ValueError),
+    "cli_model": (".safetensors", lambda path: cli.load_model(str(path)), cli.UsageError),
+    "read_dataset_csv": (".csv", lambda path: cli.read_dataset([str(path)]), cli.UsageError),
+    "read_dataset_tsv": (".tsv", lambda path: cli.read_dataset([str(path)]), cli.UsageError),
+    "read_dataset_parquet": (".parquet", lambda path: cli.read_dataset([str(path)]), cli.UsageError),
+    "read_dataset_npz": (".npz", lambda path: cli.read_dataset([str(path)]), cli.UsageError),
+    "read_dataset_npy": (".npy", lambda path: cli.read_dataset([str(path)], target_required=False), cli.UsageError),
+    "read_dataset_npy_pair": (".npy", lambda path: cli.read_dataset([str(path), str(path)]), cli.UsageError),
+    # The readers past the command line's first check of the path, as a path swapped after
+    # that check reaches them.
+    "csv": (".csv", lambda path: cli._read_csv(str(path)), cli.UsageError),
+    "npy": (".npy", lambda path: cli._load_npy(str(path)), cli.UsageError),
+    "npz": (".npz", lambda path: cli._read_npz(str(path), True), cli.UsageError),
+    "parquet": (".parquet", lambda path: cli._read_frame(str(path)), cli.UsageError),
+}
+NON_REGULAR = ("fifo", "link_to_fifo", "/dev/zero", "/dev/null", "/dev/urandom", "link_to_dev_zero", "folder",
+               "socket")
+
+
+def non_regular_path(folder, kind, suffix):
+    """A path of ``kind`` (a FIFO without a writer, a device, a folder, a socket, or a link to
+    one) whose name ends with ``suffix``, made once per folder."""
+    path = folder / f"{kind.strip('/').replace('/', '_')}{suffix}"
+    if os.path.lexists(path):
+        return path
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "link_to_fifo":
+        path.symlink_to(non_regular_path(folder, "fifo", suffix))
+    elif kind.startswith("/dev/"):
+        path.symlink_to(kind)
+    elif kind == "link_to_dev_zero":
+        path.symlink_to(non_regular_path(folder, "/dev/zero", suffix))
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))  # the socket's file stays after it is closed
+        server.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def special_folder():
+    # A short path: a socket's may not exceed about 100 bytes.
+    folder = Path(tempfile.mkdtemp(prefix="ft-paths-"))
+    yield folder
+    shutil.rmtree(folder)
+
+
+@guards.needs_bounds
+@FUZZ
+@given(kind=st.sampled_from([kind for kind in NON_REGULAR if kind != "socket" or hasattr(socket, "AF_UNIX")]),
+       reader=st.sampled_from(sorted(PATH_READERS)))
+def test_non_regular_paths(special_folder, kind, reader):
+    """A FIFO, a device, a folder or a socket in place of a file: refused by name at once,
+    never a hang (a FIFO without a writer blocks open) nor a read without end (/dev/zero)."""
+    suffix, call, expected = PATH_READERS[reader]
+    path = non_regular_path(special_folder, kind, suffix)
+    with guards.bounded(seconds=5):
+        with pytest.raises(expected) as info:
+            call(path)
+    assert type(info.value) is expected, f"{type(info.value).__name__}: {info.value}"
+    assert str(path) in str(info.value), str(info.value)
+    assert "not a regular file" in str(info.value) or "is a folder, not a file" in str(info.value), str(info.value)
+
+
 # The CSV reader ---------------------------------------------------------------------------------
 
 def check_csv(path, **arguments):
@@ -615,7 +719,8 @@ def early_stopping_state(training):
     (lambda t: early_stopping_state(t).update(wait=None), r"EarlyStopping.wait is None, expected an integer"),
     (lambda t: early_stopping_state(t).update(wait=1.5), r"EarlyStopping.wait is a number, expected an integer"),
     (lambda t: early_stopping_state(t).update(stopped=0), r"EarlyStopping.stopped is an integer, expected a boolean"),
-    (lambda t: early_stopping_state(t).update(best=10**400), r"EarlyStopping.best is an integer out of range"),
+    # (An integer of more than MAX_INTEGER_DIGITS digits is refused when the JSON is decoded.)
+    (lambda t: early_stopping_state(t).update(best=10**300), r"EarlyStopping.best is an integer out of range"),
     (lambda t: t["callbacks"][0]["state"].update(epoch="1"), r"ModelCheckpoint.epoch is a string, expected an integer"),
     # Raised OverflowError from NumPy's generator.
     (lambda t: t["shuffle_rng"].update(has_uint32=2**31), "shuffle_rng is not a PCG64 generator state"),
@@ -738,7 +843,9 @@ def damaged_task(files, folder, change):
     (lambda task: task.update(classes=[1, 1.0, 2]), "class labels are not distinct"),
     (lambda task: task.update(classes=[0, {"x": 1}, 2]), "class labels are not distinct"),
     (lambda task: task.update(classes=[0, True, 2]), "class labels are not distinct"),
-    (lambda task: task.update(classes=[0, 1, 10**400]), "class labels are not distinct"),
+    # 309 digits (the most a file may hold) and beyond float range; more digits are refused as JSON.
+    (lambda task: task.update(classes=[0, 1, 9 * 10**308]), "class labels are not distinct"),
+    (lambda task: task.update(classes=[0, 1, 10**400]), "holds an integer of 401 digits, more than the 309"),
     (lambda task: task.update(classes=[0, 1, float("nan")]), "class labels are not distinct"),
     (lambda task: task.update(classes=["a", 1, "b"]), "class labels are not distinct"),
     # A target that is no column name: TypeError (unhashable list) in the CSV reader.

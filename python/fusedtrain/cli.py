@@ -18,18 +18,20 @@ import io
 import json
 import math
 import os
+import stat
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import backends, distributed, layers, serialization, tables
+from . import _files, backends, distributed, layers, serialization, tables
 from .callbacks import EarlyStopping
 from .data import to_float32, train_val_test_split
 from .datasets import load_digits
-from .layers import Dense
+from .layers import Dense, _physical_memory
 from .models import Sequential
 from .optimizers import SGD, Adam, AdamW, RMSprop
 
@@ -48,6 +50,9 @@ COLUMN_OPTIONS = ("categorical", "numeric", "drop", "keep")
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 # The delimiters a CSV file may use (sniffed from its first lines).
 DELIMITERS = ",;\t|"
+# The longest line a CSV file may have: a file without line breaks (a binary file, or a huge
+# file of zeros named .csv) is refused once this much is read, rather than read whole.
+MAX_CSV_LINE_CHARS = 2**24
 
 
 class UsageError(Exception):
@@ -93,10 +98,28 @@ def _suffix(path: str) -> str:
 
 
 def _check_readable(path: str) -> None:
-    if not os.path.exists(path):
-        raise UsageError(f"{path}: no such file")
-    if os.path.isdir(path):
+    """A UsageError unless ``path`` is a regular file (checked again as _open opens it)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except OSError as error:
+        raise UsageError(f"{path}: cannot be read ({error.strerror})") from None
+    if stat.S_ISDIR(mode):
         raise UsageError(f"{path}: is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise UsageError(str(_files.not_regular_error(path, mode)))
+
+
+def _open(path: str) -> Tuple[BinaryIO, int]:
+    """(the regular file ``path`` open for reading, its size); a UsageError for anything else.
+    Every data file is read through this: a FIFO or a device never blocks or floods a reader."""
+    try:
+        return _files.open_regular(path)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(f"{path}: cannot be read ({error.strerror})") from None
 
 
 def read_dataset(paths: Sequence[str], *, target: Optional[str] = None, target_required: bool = True,
@@ -144,40 +167,82 @@ def read_dataset(paths: Sequence[str], *, target: Optional[str] = None, target_r
                      f"and y) or .npy")
 
 
-def _load_npy(path: str) -> np.ndarray:
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _read_npy(stream: BinaryIO, available: int, name: str, kind: str) -> np.ndarray:
+    """The array of the .npy data at the start of ``stream``, which holds ``available`` bytes
+    (a file, or a member of an .npz archive). The header is read first: an array of Python
+    objects, or one whose data would not be exactly the bytes after the header, or one larger
+    than the machine's memory is refused before any of its data is read."""
+    unreadable = f"{name}: not a readable {kind} file"
     try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as error:
-        if "allow_pickle" in str(error):
-            raise UsageError(f"{path}: holds Python objects (a pickled array); save numbers or strings") from None
-        raise UsageError(f"{path}: not a readable .npy file ({error})") from None
-    except (OSError, EOFError) as error:
-        raise UsageError(f"{path}: not a readable .npy file ({error})") from None
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f".npy format version {version[0]}.{version[1]}, expected 1.0 or 2.0")
+        if dtype.hasobject:
+            raise UsageError(f"{name}: holds Python objects (a pickled array); save numbers or strings")
+        size = math.prod(shape) * dtype.itemsize
+        after_header = available - stream.tell()
+        if size != after_header:
+            raise UsageError(f"{unreadable}: its header describes an array of shape {shape} and dtype {dtype}, "
+                             f"{size:,} bytes, but {after_header:,} bytes follow the header (a truncated or damaged "
+                             f"file)")
+        memory = _physical_memory()
+        if memory is not None and size > memory:
+            raise UsageError(f"{name}: holds an array of {size / 2**30:.4g} GiB, more than this machine's "
+                             f"{memory / 2**30:.4g} GiB of memory")
+        stream.seek(0)
+        return np.lib.format.read_array(stream, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise UsageError(f"{unreadable} ({error})") from None
+
+
+def _load_npy(path: str) -> np.ndarray:
+    handle, size = _open(path)
+    with handle:
+        return _read_npy(handle, size, path, ".npy")
 
 
 def _read_npz(path: str, target_required: bool) -> Dataset:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise UsageError(f"{path}: not a readable .npz file ({error})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise UsageError(f"{path}: not an .npz archive (np.savez); a single array belongs in a .npy file")
-    with archive:
-        keys = list(archive.files)
-        needed = ["x", "y"] if target_required else ["x"]
-        missing = [key for key in needed if key not in keys]
-        if missing:
-            raise UsageError(f"{path}: expected arrays named {' and '.join(needed)} (np.savez(path, x=..., y=...)), "
-                             f"found {', '.join(keys) or 'none'}")
+    handle, _ = _open(path)
+    with handle:
+        if handle.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+            raise UsageError(f"{path}: not an .npz archive (np.savez); a single array belongs in a .npy file")
+        handle.seek(0)
         try:
-            x = archive["x"]
-            y = archive["y"] if "y" in keys else None
-        except ValueError as error:
-            if "allow_pickle" in str(error):
-                raise UsageError(f"{path}: holds Python objects (pickled arrays); save numbers or strings") from None
+            archive = zipfile.ZipFile(handle)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
             raise UsageError(f"{path}: not a readable .npz file ({error})") from None
+        with archive:
+            # np.savez stores the array "x" as the member "x.npy".
+            members = {name[:-len(".npy")] if name.endswith(".npy") else name: name for name in archive.namelist()}
+            keys = list(members)
+            needed = ["x", "y"] if target_required else ["x"]
+            missing = [key for key in needed if key not in keys]
+            if missing:
+                raise UsageError(f"{path}: expected arrays named {' and '.join(needed)} (np.savez(path, x=..., "
+                                 f"y=...)), found {_columns(keys) if keys else 'none'}")
+            x = _npz_member(archive, members["x"], path)
+            y = _npz_member(archive, members["y"], path) if "y" in keys else None
     x = _features_array(x, f"{path}: x")
     return Dataset(x, None if y is None else _targets_array(y, f"{path}: y", x.shape[0]), path)
+
+
+def _npz_member(archive: zipfile.ZipFile, member: str, path: str) -> np.ndarray:
+    """The array of one member of an .npz archive, bounded by the size its entry declares
+    (which also bounds the decompression)."""
+    try:
+        info = archive.getinfo(member)
+        with archive.open(info) as stream:
+            return _read_npy(stream, info.file_size, path, ".npz")
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as error:
+        # NotImplementedError: a compression method zipfile lacks; RuntimeError: encryption.
+        raise UsageError(f"{path}: not a readable .npz file ({error})") from None
 
 
 def _features_array(values: np.ndarray, name: str) -> np.ndarray:
@@ -219,10 +284,14 @@ def _targets_array(values: np.ndarray, name: str, samples: int) -> np.ndarray:
 
 def _read_csv(path: str) -> Tuple[List[str], List[List[str]], List[int]]:
     """The header, the data rows (blank lines skipped) and each row's line number."""
+    binary, _ = _open(path)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle, delimiter=_delimiter(handle.read(1 << 16)))
+        with io.TextIOWrapper(binary, encoding="utf-8-sig", newline="") as handle:
+            sample = handle.read(1 << 16)
+            if "\x00" in sample:
+                raise UsageError(f"{path}: holds NUL bytes, which no text file does (is it a CSV file?)")
             handle.seek(0)
+            reader = csv.reader(_lines(handle, path), delimiter=_delimiter(sample))
             header = None
             rows, lines = [], []
             for row in reader:
@@ -255,6 +324,20 @@ def _read_csv(path: str) -> Tuple[List[str], List[List[str]], List[int]]:
     return header, rows, lines
 
 
+def _lines(handle: io.TextIOBase, path: str) -> Iterator[str]:
+    """The lines of ``handle``, each read with a bound of MAX_CSV_LINE_CHARS characters."""
+    number = 0
+    while True:
+        line = handle.readline(MAX_CSV_LINE_CHARS + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_CSV_LINE_CHARS and line[-1] not in "\r\n":
+            raise UsageError(f"{path}, line {number}: longer than {MAX_CSV_LINE_CHARS:,} characters (a file "
+                             f"without line breaks is no CSV file)")
+        yield line
+
+
 def _delimiter(sample: str) -> str:
     """The sample's delimiter among DELIMITERS: csv.Sniffer's answer when the header splits
     into several fields with it, else a comma."""
@@ -277,8 +360,10 @@ def _read_frame(path: str):
     import pandas as pd
 
     if _suffix(path) in (".parquet", ".pq"):
+        handle, _ = _open(path)
         try:
-            frame = pd.read_parquet(path)
+            with handle:
+                frame = pd.read_parquet(handle)
         except ImportError:
             raise UsageError(f"{path}: reading Parquet files needs pyarrow (pip install pyarrow)") from None
         except Exception as error:  # pyarrow's own error types: a damaged or foreign file
@@ -494,7 +579,7 @@ def load_model(path: str) -> Tuple[Sequential, TaskInfo]:
     _check_readable(path)
     try:
         stored = serialization.read(path)
-        model = serialization.load(path, device=backends.resolve("auto", announce=False).name)
+        model = serialization.model_from_file(stored, device=backends.resolve("auto", announce=False).name)
     except ValueError as error:
         raise UsageError(str(error)) from None
     except OSError as error:
@@ -520,9 +605,9 @@ def _task_info(text: Optional[str], model: Sequential, path: str) -> TaskInfo:
         return TaskInfo(REGRESSION)
     damaged = f"{path}: the {TASK_METADATA_KEY!r} metadata"
     try:
-        entry = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise UsageError(f"{damaged} is not valid JSON; the file is damaged") from None
+        entry = serialization.decode_json(text, path, TASK_METADATA_KEY)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if not isinstance(entry, dict) or entry.get("task") not in (CLASSIFICATION, REGRESSION):
         raise UsageError(f"{damaged} names no task; the file is damaged")
     info = TaskInfo(entry["task"], classes=entry.get("classes"), target=entry.get("target"),

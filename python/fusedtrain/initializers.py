@@ -191,6 +191,13 @@ _BY_NAME: Dict[str, Callable[[], Initializer]] = {
 }
 
 
+# The concrete initializers by class name: the only ones a model file may name (the base class
+# Initializer draws nothing).
+CLASSES: Dict[str, type] = {cls.__name__: cls for cls in (
+    Zeros, Ones, Constant, RandomNormal, RandomUniform, VarianceScaling, GlorotUniform, GlorotNormal, HeNormal,
+    HeUniform, LecunNormal, LecunUniform)}
+
+
 def get(identifier: Union[str, Initializer]) -> Initializer:
     """The initializer named by ``identifier`` (with its default arguments), or the object itself."""
     return check.instance_or_named(identifier, "initializer", Initializer, _BY_NAME, "an Initializer or one of")

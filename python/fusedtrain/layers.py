@@ -100,9 +100,7 @@ class Layer:
     base_name = "layer"
 
     def __init__(self, name: Optional[str] = None, trainable: bool = True):
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ValueError(f"name: expected a non-empty string, got {name!r}")
-        self.name = name
+        self.name = None if name is None else check.name(name, "name")
         self.trainable = trainable
         self.built = False
         self.input_dim: Optional[int] = None
@@ -212,16 +210,22 @@ def _serialize(value: Any) -> Optional[Dict[str, Any]]:
     return {"class_name": type(value).__name__, "config": value.get_config()}
 
 
-def _deserialize(value: Any, module: Any, base: type, name: str) -> Any:
-    """The object that ``_serialize`` described, or the one a name (e.g. "he_normal") stands for."""
+def _deserialize(value: Any, module: Any, name: str) -> Any:
+    """The object that ``_serialize`` described, or the one a name (e.g. "he_normal") stands for.
+    Only the concrete classes of ``module.CLASSES`` may be named: a base class (Initializer,
+    Regularizer) would fail later, in the middle of training or saving."""
     if not isinstance(value, dict):
         return module.get(value)
     if set(value) != {"class_name", "config"} or not isinstance(value["config"], dict):
-        raise ValueError(f"{name}: expected a name or {{'class_name': ..., 'config': {{...}}}}, got {value!r}")
-    class_name = str(value["class_name"])
-    found = getattr(module, class_name, None)
-    if class_name.startswith("_") or not (isinstance(found, type) and issubclass(found, base)):
-        raise ValueError(f"{name}: unknown class {class_name!r} (not in {module.__name__})")
+        raise ValueError(f"{name}: expected a name or {{'class_name': ..., 'config': {{...}}}}, got {check.shown(value)}")
+    class_name = value["class_name"]
+    # The class names, and Keras' function-style aliases of the same classes ("he_normal").
+    found = getattr(module, class_name, None) if isinstance(class_name, str) else None
+    if found not in module.CLASSES.values():
+        known = isinstance(found, type)
+        what = (f"{check.shown(class_name)} is an abstract class, which a file cannot name" if known
+                else f"unknown class {check.shown(class_name)} (not in {module.__name__})")
+        raise ValueError(f"{name}: {what}; expected one of {', '.join(module.CLASSES)}")
     return found(**value["config"])
 
 
@@ -375,10 +379,10 @@ class Dense(Layer):
         negative_slope = config.pop("negative_slope", DEFAULT_NEGATIVE_SLOPE)
         for key in ("kernel_initializer", "bias_initializer"):
             if key in config:
-                config[key] = _deserialize(config[key], initializers, initializers.Initializer, key)
+                config[key] = _deserialize(config[key], initializers, key)
         if "kernel_regularizer" in config:
             config["kernel_regularizer"] = _deserialize(config["kernel_regularizer"], regularizers,
-                                                        regularizers.Regularizer, "kernel_regularizer")
+                                                        "kernel_regularizer")
         layer = super().from_config(config)
         layer.negative_slope = check.real(negative_slope, "negative_slope")
         return layer

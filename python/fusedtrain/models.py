@@ -257,7 +257,7 @@ class Sequential:
         self.device = self.backend.name
         self.seed = None if seed is None else check.integer(seed, "seed", low=0)
         self._entropy = self.seed if self.seed is not None else np.random.SeedSequence().entropy
-        self.name = name
+        self.name = check.name(name, "name")
         if preprocessor is not None and not isinstance(preprocessor, tables.TablePreprocessor):
             raise TypeError(f"preprocessor: expected a fusedtrain.data.TablePreprocessor or None, got "
                             f"{type(preprocessor).__name__}")
@@ -266,6 +266,10 @@ class Sequential:
         self.class_labels: Optional[List[Any]] = None
         self.input_dim = None if input_dim is None else check.integer(input_dim, "input_dim", low=1)
         self.layers: List[Layer] = []
+        # The names of self.layers, and per base name the last suffix add() gave: naming a new
+        # layer then takes constant time (amortized), not a scan of every name before it.
+        self._layer_names: set = set()
+        self._name_suffixes: Dict[str, int] = {}
         self.built = False
         self.parameters: Optional[np.ndarray] = None
         self.gradients: Optional[np.ndarray] = None
@@ -295,13 +299,19 @@ class Sequential:
             raise ValueError("layer: the model is already built; create a new Sequential to change its layers")
         if layer._model is not None:
             raise ValueError(f"layer: {layer.name!r} already belongs to a model; create a new layer")
-        names = {existing.name for existing in self.layers}
+        names = self._names_in_use()
         if layer.name is None:
-            layer.name = layer.base_name
-            suffix = 0
-            while layer.name in names:
+            # Keras' names: "dense", then "dense_1", "dense_2", ... skipping names already taken.
+            # Names are never given back (layers are not removed), so the search for a free
+            # suffix goes on from the last one given.
+            base = layer.base_name
+            suffix = self._name_suffixes.get(base, 0)
+            candidate = base if suffix == 0 else f"{base}_{suffix}"
+            while candidate in names:
                 suffix += 1
-                layer.name = f"{layer.base_name}_{suffix}"
+                candidate = f"{base}_{suffix}"
+            self._name_suffixes[base] = suffix
+            layer.name = candidate
         elif layer.name in names:
             raise ValueError(f"layer: the model already has a layer named {layer.name!r}")
         declared = getattr(layer, "declared_input_dim", None)
@@ -312,6 +322,14 @@ class Sequential:
             self.input_dim = declared
         layer._model = self
         self.layers.append(layer)
+        names.add(layer.name)
+
+    def _names_in_use(self) -> set:
+        """The set of the layers' names, rebuilt when ``self.layers`` was changed in place."""
+        if len(self._layer_names) != len(self.layers):
+            self._layer_names = {existing.name for existing in self.layers}
+            self._name_suffixes = {}
+        return self._layer_names
 
     def _layout(self, input_dim: int) -> List[List[Tuple[str, Tuple[int, ...], int]]]:
         """Per layer, (name, shape, offset) of each parameter in the flat buffer."""

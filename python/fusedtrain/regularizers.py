@@ -83,6 +83,9 @@ class L2(L1L2):
         return {"l2": self.l2}
 
 
+# The concrete regularizers by class name: the only ones a model file may name (the base class
+# Regularizer computes nothing).
+CLASSES = {cls.__name__: cls for cls in (L1L2, L1, L2)}
 _BY_NAME = {"l1": L1, "l2": L2, "l1_l2": lambda: L1L2(l1=0.01, l2=0.01)}
 
 

@@ -19,23 +19,30 @@ Metadata (safetensors' str -> str map):
 
 Reading checks the whole file (header, metadata, every tensor's name, dtype, shape and values)
 before anything is assigned: a damaged, foreign or mismatched file raises ValueError and leaves
-the model as it was."""
+the model as it was. Only regular files are opened, and the header, the architecture and every
+string and integer of the metadata are bounded (MAX_HEADER_BYTES, MAX_LAYERS, ...; README,
+Reliability), so that no file costs more time or memory than its size warrants."""
 
 from __future__ import annotations
 
 import errno
 import json
+import math
 import os
+import re
 import secrets
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, BinaryIO, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import _files
 from . import callbacks as callbacks_module
+from . import initializers as initializers_module
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
+from . import regularizers as regularizers_module
 from ._version import __version__
 from .layers import GELU, Activation, Dense, Dropout, LeakyReLU, Normalization, ReLU, Sigmoid, Softmax, Tanh
 from .ops import _checks as check
@@ -158,10 +165,29 @@ def _not_saved_error(error: OSError, path: str) -> OSError:
 
 # Reading ----------------------------------------------------------------------------------------
 
+# The bounds of what a reader accepts (the README's Reliability section states them). Each is
+# far above what a real model needs and low enough that a crafted file costs little time and
+# memory; the writers refuse to write beyond them, so that every saved file loads.
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own reader refuses longer headers
+MAX_LAYERS = 10_000
+MAX_UNITS = 2**24  # the units of a layer and the model's input size
+MAX_NAME_CHARS = check.MAX_NAME_CHARS  # layer, model, tensor and metadata names; printable
+MAX_TEXT_CHARS = 131_072  # any other string in the metadata: Python's csv field limit
+MAX_NESTING = 64  # JSON arrays and objects in one another
+MAX_INTEGER_DIGITS = 309  # every finite float64 written as an integer (class labels can be)
+MAX_DIMENSIONS = 32  # of a tensor (NumPy 1.x's limit)
+_INTEGER_LIMIT = 10**MAX_INTEGER_DIGITS
+# The safetensors dtypes NumPy can hold (little-endian, as safetensors stores them).
+_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+           "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+# A UTF-16 surrogate on its own: JSON's "\ud800" decodes to one, a string no output encodes.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class StoredFile:
-    """A safetensors file read and checked: ``tensors`` (name -> array), ``metadata`` (str ->
-    str), ``format`` (one of fusedtrain's, or None for a foreign file) and ``source`` (the path,
-    for messages)."""
+    """A safetensors file read and checked: ``tensors`` (name -> read-only array), ``metadata``
+    (str -> str), ``format`` (one of fusedtrain's, or None for a foreign file) and ``source``
+    (the path, for messages)."""
 
     def __init__(self, source: str, tensors: Dict[str, np.ndarray], metadata: Dict[str, str],
                  file_format: Optional[str]):
@@ -171,67 +197,238 @@ class StoredFile:
         self.format = file_format
 
     def json(self, key: str, required: bool = True) -> Any:
-        """The metadata entry ``key`` decoded from JSON (None when absent and not required)."""
+        """The metadata entry ``key`` decoded from JSON and checked (decode_json); None when
+        absent and not required."""
         text = self.metadata.get(key)
         if text is None:
             if required:
                 raise ValueError(f"{self.source}: the file's metadata has no {key!r} entry; it is damaged or "
                                  f"was not written by fusedtrain")
             return None
-        try:
-            return json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as error:
-            # RecursionError: arrays or objects nested thousands deep.
-            raise ValueError(f"{self.source}: the {key!r} metadata is not valid JSON ({error}); the file "
-                             f"is damaged") from None
+        return decode_json(text, self.source, key)
+
+
+class _IntegerTooLong(Exception):
+    """Raised by the JSON decoder on an integer of more than MAX_INTEGER_DIGITS digits, before
+    Python converts it (which takes time quadratic in the digits, and fails past 4,300)."""
+
+    def __init__(self, digits: int):
+        super().__init__(digits)
+        self.digits = digits
+
+
+def _bounded_integer(text: str) -> int:
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INTEGER_DIGITS:
+        raise _IntegerTooLong(digits)
+    return int(text)
+
+
+def _too_long_message(digits: int) -> str:
+    return f"holds an integer of {digits:,} digits, more than the {MAX_INTEGER_DIGITS} a file may hold"
+
+
+def decode_json(text: str, source: str, key: str) -> Any:
+    """The metadata entry ``key`` (JSON ``text``) decoded and checked by json_problem: a
+    ValueError naming ``source`` and ``key`` for invalid JSON, an integer beyond
+    MAX_INTEGER_DIGITS digits, a string beyond MAX_TEXT_CHARS or with a lone surrogate, or
+    nesting beyond MAX_NESTING."""
+    where = f"{source}: the {key!r} metadata"
+    try:
+        value = json.loads(text, parse_int=_bounded_integer)
+    except _IntegerTooLong as error:
+        raise ValueError(f"{where} {_too_long_message(error.digits)}; the file is damaged") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        # RecursionError: arrays or objects nested thousands deep.
+        raise ValueError(f"{where} is not valid JSON ({error}); the file is damaged") from None
+    problem = json_problem(value)
+    if problem:
+        raise ValueError(f"{where} holds {problem}; the file is damaged")
+    return value
+
+
+def _value_problem(value: Any) -> Optional[str]:
+    """What is wrong with a string or an integer of a file's JSON, or None."""
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT_CHARS:
+            return f"a string of {len(value):,} characters (at most {MAX_TEXT_CHARS:,})"
+        surrogate = _SURROGATE.search(value)
+        if surrogate:
+            return f"a string with a lone surrogate (\\u{ord(surrogate.group()):04x}), which is no character"
+    elif isinstance(value, int) and not isinstance(value, bool) and not -_INTEGER_LIMIT < value < _INTEGER_LIMIT:
+        return f"an integer of more than {MAX_INTEGER_DIGITS} digits"
+    return None
+
+
+def _position(path: Tuple[Any, ...]) -> str:
+    """A position in a JSON value, as config.layers[3].config.name (long or odd keys quoted)."""
+    steps = []
+    for step in path:
+        if isinstance(step, int):
+            steps.append(f"[{step}]")
+        else:
+            steps.append("." + (step if check.is_name(step) and len(step) <= 40 else check.shown(step, 40)))
+    return "".join(steps).lstrip(".") or "the top level"
+
+
+def json_problem(value: Any) -> Optional[str]:
+    """What makes a JSON value unfit for a file, with its position, or None: a string (a key
+    included) of more than MAX_TEXT_CHARS characters or with a lone surrogate (no encoding
+    can print it), an integer of more than MAX_INTEGER_DIGITS digits, or arrays and objects
+    nested more than MAX_NESTING deep. Walks the value without recursion."""
+    problem = _value_problem(value)
+    if problem:
+        return f"{problem} at the top level"
+    stack = [(value, ())] if isinstance(value, (dict, list, tuple)) else []
+    while stack:
+        node, path = stack.pop()
+        if len(path) >= MAX_NESTING:
+            return f"arrays or objects nested more than {MAX_NESTING} deep at {_position(path)}"
+        for key, child in (node.items() if isinstance(node, dict) else enumerate(node)):
+            problem = _value_problem(key) or _value_problem(child)
+            if problem:
+                return f"{problem} at {_position(path + (key,))}"
+            if isinstance(child, (dict, list, tuple)):
+                stack.append((child, path + (key,)))
+    return None
 
 
 def read(path: Any, name: str = "path") -> StoredFile:
-    """Reads and checks a safetensors file (see parse). A missing file raises FileNotFoundError;
-    anything but a path, a TypeError naming the argument ``name``."""
+    """Reads and checks a safetensors file. A missing file raises FileNotFoundError; anything
+    but a path, a TypeError naming the argument ``name``; anything but a regular file (a
+    folder, a FIFO, a device), a ValueError before it is opened. The 8-byte header size comes
+    first and is bounded by MAX_HEADER_BYTES; the header is then checked whole (every tensor's
+    dtype, shape and offsets, which must tile the data that follows exactly) and the file's
+    size must be what the header implies, all before any tensor is read. So a wrong path costs
+    a few reads, whatever the file's size, and a damaged file raises ValueError naming what is
+    wrong."""
     try:
         path = os.fspath(path)
     except TypeError:
         raise TypeError(f"{name}: expected a file path (str or os.PathLike), got {type(path).__name__}") from None
-    with open(path, "rb") as handle:
-        data = handle.read()
-    return parse(data, str(path))
+    source = str(path)
+    handle, size = _files.open_regular(path)
+    with handle:
+        return _read_safetensors(handle, size, source)
 
 
-def parse(data: bytes, source: str) -> StoredFile:
-    """Decodes a whole safetensors file held in ``data``; ValueError names what is wrong."""
+def _read_safetensors(handle: BinaryIO, size: int, source: str) -> StoredFile:
     unreadable = f"{source}: not a readable safetensors weight file"
-    if len(data) < 8:
-        raise ValueError(f"{unreadable}: {len(data)} bytes, too short for the 8-byte header size")
-    header_size = int.from_bytes(data[:8], "little")
-    if header_size > len(data) - 8:
+    if size < 8:
+        raise ValueError(f"{unreadable}: {size} bytes, too short for the 8-byte header size")
+    header_size = int.from_bytes(_files.read_exactly(handle, 8, source), "little")
+    if header_size > MAX_HEADER_BYTES:
+        raise ValueError(f"{unreadable}: the header size field says {header_size:,} bytes, more than the "
+                         f"{MAX_HEADER_BYTES:,} a header may hold (another format such as .npz, or a damaged file)")
+    if header_size > size - 8:
         raise ValueError(f"{unreadable}: the header size field says {header_size} bytes but only "
-                         f"{len(data) - 8} follow (a truncated file, or another format such as .npz)")
-    try:
-        header = json.loads(data[8:8 + header_size].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise ValueError(f"{unreadable}: its header is not JSON (another format, or a damaged file)") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{unreadable}: its header is not a JSON object")
-    metadata = header.get("__metadata__") or {}
-    if not (isinstance(metadata, dict)
-            and all(isinstance(key, str) and isinstance(value, str) for key, value in metadata.items())):
-        raise ValueError(f"{unreadable}: its __metadata__ is not a map of strings to strings")
+                         f"{size - 8} follow (a truncated file, or another format such as .npz)")
+    header = _decode_header(_files.read_exactly(handle, header_size, source), unreadable)
+    metadata = _header_metadata(header, unreadable)
     file_format = metadata.get("format")
     if isinstance(file_format, str) and file_format.startswith("fusedtrain."):
         _check_version(metadata, file_format, source)
     else:
         file_format = None
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
-
-    try:
-        tensors = load(data)
-    except (SafetensorError, KeyError, ValueError, TypeError) as error:
-        # KeyError: a dtype NumPy lacks (bfloat16); the others: damaged offsets or sizes.
-        raise ValueError(f"{unreadable} ({type(error).__name__}: {error}); it may be truncated or "
-                         f"damaged") from None
+    layout, data_size = _tensor_layout(header, unreadable)
+    if data_size != size - 8 - header_size:
+        raise ValueError(f"{unreadable}: its header describes {data_size:,} bytes of tensors, but "
+                         f"{size - 8 - header_size:,} bytes follow the header (a truncated file, or one with bytes "
+                         f"added or removed)")
+    data = _files.read_exactly(handle, data_size, source)
+    tensors = {name: _tensor(data, name, dtype, shape, begin, end, unreadable)
+               for name, dtype, shape, begin, end in layout}
     return StoredFile(source, tensors, metadata, file_format)
+
+
+def _decode_header(raw: bytearray, unreadable: str) -> Dict[str, Any]:
+    try:
+        header = json.loads(raw.decode("utf-8"), parse_int=_bounded_integer)
+    except _IntegerTooLong as error:
+        raise ValueError(f"{unreadable}: its header {_too_long_message(error.digits)}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ValueError(f"{unreadable}: its header is not JSON (another format, or a damaged file)") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{unreadable}: its header is not a JSON object")
+    return header
+
+
+def _header_metadata(header: Dict[str, Any], unreadable: str) -> Dict[str, str]:
+    metadata = header.get("__metadata__") or {}
+    if not (isinstance(metadata, dict)
+            and all(isinstance(key, str) and isinstance(value, str) for key, value in metadata.items())):
+        raise ValueError(f"{unreadable}: its __metadata__ is not a map of strings to strings")
+    for key, value in metadata.items():
+        if not check.is_name(key):
+            raise ValueError(f"{unreadable}: its __metadata__ has the key {check.shown(key)}, not a name of at "
+                             f"most {MAX_NAME_CHARS} printable characters")
+        if _SURROGATE.search(value):
+            raise ValueError(f"{unreadable}: its __metadata__ entry {key!r} holds a lone surrogate, which is no "
+                             f"character")
+    return metadata
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _tensor_layout(header: Dict[str, Any], unreadable: str) -> Tuple[List[Tuple[str, str, List[int], int, int]], int]:
+    """([(name, dtype, shape, begin, end)] for each tensor of the header, the size of the data
+    they take). As safetensors requires, each tensor's offsets hold exactly its bytes and the
+    tensors, in the order of their offsets, follow each other from byte 0 without gaps or
+    overlaps."""
+    layout = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not check.is_name(name):
+            raise ValueError(f"{unreadable}: its header names a tensor {check.shown(name)}, not a name of at most "
+                             f"{MAX_NAME_CHARS} printable characters")
+        if not isinstance(entry, dict):
+            raise ValueError(f"{unreadable}: the header entry of tensor {name!r} is not a JSON object")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
+            raise ValueError(f"{unreadable}: tensor {name!r} has the dtype {check.shown(dtype)}; fusedtrain reads "
+                             f"{', '.join(_DTYPES)}")
+        if not (isinstance(shape, list) and len(shape) <= MAX_DIMENSIONS and all(_is_count(extent) for extent in shape)):
+            raise ValueError(f"{unreadable}: tensor {name!r} has the shape {check.shown(shape)}, not a list of at "
+                             f"most {MAX_DIMENSIONS} sizes >= 0")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(offset) for offset in offsets)
+                and offsets[0] <= offsets[1]):
+            raise ValueError(f"{unreadable}: tensor {name!r} has the data_offsets {check.shown(offsets)}, not "
+                             f"[begin, end] with 0 <= begin <= end")
+        begin, end = offsets
+        size = math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize
+        if size != end - begin:
+            raise ValueError(f"{unreadable}: tensor {name!r} ({dtype}, shape {check.shown(shape)}) takes {size} "
+                             f"bytes, but its data_offsets [{begin}, {end}] hold {end - begin}")
+        layout.append((name, dtype, shape, begin, end))
+    layout.sort(key=lambda item: (item[3], item[4]))
+    position = 0
+    for name, _, _, begin, end in layout:
+        if begin != position:
+            raise ValueError(f"{unreadable}: tensor {name!r} starts at byte {begin} of the data, expected "
+                             f"{position} (the tensors must follow each other without gaps or overlaps)")
+        position = end
+    return layout, position
+
+
+def _tensor(data: bytearray, name: str, dtype: str, shape: List[int], begin: int, end: int,
+            unreadable: str) -> np.ndarray:
+    """A read-only array of the tensor's bytes: a view of ``data``, or an aligned copy where the
+    offset does not fall on a multiple of the item size."""
+    kind = np.dtype(_DTYPES[dtype])
+    try:
+        array = np.frombuffer(data, dtype=kind, count=(end - begin) // kind.itemsize, offset=begin)
+        if begin % kind.itemsize:
+            array = array.copy()
+        array = array.reshape(shape)
+    except (ValueError, OverflowError) as error:
+        # A shape NumPy cannot hold, such as (0, 2**64).
+        raise ValueError(f"{unreadable}: tensor {name!r} of shape {check.shown(shape)} cannot be held in an array "
+                         f"({error})") from None
+    array.flags.writeable = False
+    return array
 
 
 def _check_version(metadata: Dict[str, str], file_format: str, source: str) -> None:
@@ -343,11 +540,9 @@ def weights_metadata(file_format: str) -> Dict[str, str]:
 
 
 def save_weights(model, path: Any) -> None:
-    from safetensors.numpy import save
-
     tensors = {key: np.ascontiguousarray(model.backend.to_host(value))
                for key, value in layer_tensors(model).items()}
-    write_atomically(path, save(tensors, metadata=weights_metadata(WEIGHTS_FORMAT)))
+    write_atomically(path, _encode(tensors, weights_metadata(WEIGHTS_FORMAT)))
 
 
 def load_weights(model, path: Any, num_layers: Optional[int] = None) -> None:
@@ -361,12 +556,34 @@ def load_weights(model, path: Any, num_layers: Optional[int] = None) -> None:
 # Architecture and compile settings --------------------------------------------------------------
 
 def model_config(model) -> Dict[str, Any]:
-    """The architecture as JSON-compatible data: {"class_name": "Sequential", "config": {...}}."""
+    """The architecture as JSON-compatible data: {"class_name": "Sequential", "config": {...}}.
+    ValueError for a model that a file cannot describe, so that every file saved loads: a
+    layer, initializer or regularizer of a class of its own, or a model beyond the bounds of
+    the file format (MAX_LAYERS, MAX_UNITS, names)."""
+    beyond = "save_weights stores the weights of any model"
+    if len(model.layers) > MAX_LAYERS:
+        raise ValueError(f"layers: the model has {len(model.layers):,} layers; a model file holds at most "
+                         f"{MAX_LAYERS:,}; {beyond}")
+    check.name(model.name, "name")
+    if model.input_dim is not None and model.input_dim > MAX_UNITS:
+        raise ValueError(f"input_dim: {model.input_dim:,} features; a model file holds models of at most "
+                         f"{MAX_UNITS:,}; {beyond}")
     for index, layer in enumerate(model.layers):
         if LAYER_CLASSES.get(type(layer).__name__) is not type(layer):
             raise ValueError(f"layers[{index}]: a model file stores the built-in layer types only "
-                             f"({', '.join(LAYER_CLASSES)}), not {type(layer).__name__}; save_weights stores "
-                             f"the weights of any model")
+                             f"({', '.join(LAYER_CLASSES)}), not {type(layer).__name__}; {beyond}")
+        check.name(layer.name, f"layers[{index}].name")
+        if isinstance(layer, Dense):
+            if layer.units > MAX_UNITS:
+                raise ValueError(f"layers[{index}]: {layer.units:,} units; a model file holds layers of at most "
+                                 f"{MAX_UNITS:,}; {beyond}")
+            for attribute, module in (("kernel_initializer", initializers_module),
+                                      ("bias_initializer", initializers_module),
+                                      ("kernel_regularizer", regularizers_module)):
+                value = getattr(layer, attribute)
+                if value is not None and module.CLASSES.get(type(value).__name__) is not type(value):
+                    raise ValueError(f"layers[{index}].{attribute}: a model file stores the built-in classes only "
+                                     f"({', '.join(module.CLASSES)}), not {type(value).__name__}; {beyond}")
     return {"class_name": "Sequential",
             "config": {"name": model.name, "input_dim": model.input_dim, "seed": model.seed,
                        "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
@@ -383,21 +600,41 @@ def _layer_entries(architecture: Any, source: str) -> Tuple[Dict[str, Any], List
     """(the model's config, [(class name, config)] per layer), structure checked."""
     architecture = _mapping(architecture, "architecture", source)
     if architecture.get("class_name") != "Sequential":
-        raise ValueError(f"{source}: architecture: unknown model type {architecture.get('class_name')!r}; "
+        raise ValueError(f"{source}: architecture: unknown model type {check.shown(architecture.get('class_name'))}; "
                          f"this fusedtrain knows 'Sequential'")
     config = _mapping(architecture.get("config"), "architecture config", source)
     entries = config.get("layers")
     if not isinstance(entries, list) or not entries:
-        raise ValueError(f"{source}: architecture: expected a non-empty list of layers, got {entries!r}")
+        raise ValueError(f"{source}: architecture: expected a non-empty list of layers, got {check.shown(entries)}")
+    if len(entries) > MAX_LAYERS:
+        raise ValueError(f"{source}: architecture: {len(entries):,} layers, more than the {MAX_LAYERS:,} a model "
+                         f"file may hold; the file is damaged or was not written by fusedtrain")
+    _check_size(config.get("input_dim"), "architecture: input_dim", source)
     layers = []
     for index, entry in enumerate(entries):
         entry = _mapping(entry, f"layer {index}", source)
         class_name = entry.get("class_name")
         if not isinstance(class_name, str) or class_name not in LAYER_CLASSES:
-            raise ValueError(f"{source}: layer {index} has the unknown type {class_name!r}; this fusedtrain "
+            what = "the abstract base class" if class_name == "Layer" else "the unknown type"
+            raise ValueError(f"{source}: layer {index} has {what} {check.shown(class_name)}; this fusedtrain "
                              f"({__version__}) knows {', '.join(LAYER_CLASSES)}")
-        layers.append((class_name, _mapping(entry.get("config"), f"layer {index} config", source)))
+        layer_config = _mapping(entry.get("config"), f"layer {index} config", source)
+        where = f"layer {index} ({class_name})"
+        for key in ("units", "input_dim"):
+            _check_size(layer_config.get(key), f"{where}: {key}", source)
+        shape = layer_config.get("input_shape")
+        for extent in shape if isinstance(shape, list) else [shape]:
+            _check_size(extent, f"{where}: input_shape", source)
+        layers.append((class_name, layer_config))
     return config, layers
+
+
+def _check_size(value: Any, where: str, source: str) -> None:
+    """Refuses a layer width or an input size beyond MAX_UNITS (other values are left to the
+    constructors' own checks)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_UNITS:
+        raise ValueError(f"{source}: {where} is {value:,}, more than the {MAX_UNITS:,} a model file may hold; the "
+                         f"file is damaged or was not written by fusedtrain")
 
 
 def model_from_config(architecture: Any, source: str, device: str = "auto") -> "Sequential":
@@ -413,7 +650,7 @@ def model_from_config(architecture: Any, source: str, device: str = "auto") -> "
             raise ValueError(f"{source}: layer {index} ({class_name}): invalid configuration: {error}") from None
     name = config.get("name", "sequential")
     if not isinstance(name, str):
-        raise ValueError(f"{source}: architecture: the model name must be a string, got {name!r}")
+        raise ValueError(f"{source}: architecture: the model name must be a string, got {check.shown(name)}")
     try:
         model = Sequential(layers, input_dim=config.get("input_dim"), seed=config.get("seed"), name=name,
                            device=device)
@@ -476,14 +713,39 @@ def compile_arguments(config: Any, source: str):
 
 def _model_metadata(model, file_format: str) -> Dict[str, str]:
     metadata = weights_metadata(file_format)
-    metadata["architecture"] = json.dumps(model_config(model))
+    metadata["architecture"] = _json_entry(model_config(model), "architecture")
     settings = compile_config(model)
     if settings is not None:
-        metadata["compile"] = json.dumps(settings)
+        metadata["compile"] = _json_entry(settings, "compile")
     inputs = inputs_config(model)
     if inputs is not None:
-        metadata["inputs"] = json.dumps(inputs)
+        metadata["inputs"] = _json_entry(inputs, "inputs")
     return metadata
+
+
+def _json_entry(value: Any, key: str) -> str:
+    """``value`` as the JSON text of the metadata entry ``key``; ValueError when it holds what
+    a reader refuses (json_problem), so that no file is saved that cannot be loaded."""
+    text = json.dumps(value)
+    problem = json_problem(value)
+    if problem:
+        raise ValueError(f"{key}: holds {problem}, which a fusedtrain file cannot store (the bounds are in the "
+                         f"README's Reliability section)")
+    return text
+
+
+def _encode(tensors: Dict[str, np.ndarray], metadata: Dict[str, str]) -> bytes:
+    """The bytes of a safetensors file; ValueError when its header would exceed
+    MAX_HEADER_BYTES, which no reader would accept."""
+    from safetensors.numpy import save as encode
+
+    data = encode(tensors, metadata=metadata)
+    header_size = int.from_bytes(data[:8], "little")
+    if header_size > MAX_HEADER_BYTES:
+        raise ValueError(f"the file's header would take {header_size:,} bytes, more than the {MAX_HEADER_BYTES:,} a "
+                         f"reader accepts (a training history, class labels or a table preprocessor too large); "
+                         f"nothing was saved")
+    return data
 
 
 def inputs_config(model) -> Optional[Dict[str, Any]]:
@@ -533,18 +795,19 @@ def save(model, path: Any, metadata: Optional[Dict[str, str]] = None) -> None:
     """Writes a model file. ``metadata``: further str -> str entries for the file's metadata
     (the command line records the task and class labels there); fusedtrain's own keys are
     reserved."""
-    from safetensors.numpy import save as encode
-
     entries = _model_metadata(model, MODEL_FORMAT)
     for key, value in (metadata or {}).items():
         if not (isinstance(key, str) and isinstance(value, str)):
-            raise TypeError(f"metadata: expected str keys and values, got {key!r}: {type(value).__name__}")
+            raise TypeError(f"metadata: expected str keys and values, got {check.shown(key)}: {type(value).__name__}")
         if key in _RESERVED_METADATA:
             raise ValueError(f"metadata: {key!r} is one of fusedtrain's own entries ({', '.join(_RESERVED_METADATA)})")
+        check.name(key, "metadata: a key")
+        if _SURROGATE.search(value):
+            raise ValueError(f"metadata: the entry {key!r} holds a lone surrogate, which no file can store")
         entries[key] = value
     tensors = {key: np.ascontiguousarray(model.backend.to_host(value))
                for key, value in layer_tensors(model).items()}
-    write_atomically(path, encode(tensors, metadata=entries))
+    write_atomically(path, _encode(tensors, entries))
 
 
 def load(path: Any, compile: bool = True, device: str = "auto") -> "Sequential":
@@ -556,7 +819,11 @@ def load(path: Any, compile: bool = True, device: str = "auto") -> "Sequential":
     returns probabilities for a classifier exactly as before saving. The whole file is checked
     first; anything invalid raises ValueError. ``device``: where the model is rebuilt, as
     Sequential's (a file written on one device loads on any)."""
-    stored = read(path)
+    return model_from_file(read(path), compile, device)
+
+
+def model_from_file(stored: StoredFile, compile: bool = True, device: str = "auto") -> "Sequential":
+    """The model a file read by ``read`` holds (see load)."""
     source = stored.source
     if stored.format not in (MODEL_FORMAT, CHECKPOINT_FORMAT):
         kind = "a weight file (save_weights)" if stored.format == WEIGHTS_FORMAT else "not a fusedtrain model file"
@@ -592,8 +859,6 @@ def _callback_states(callbacks: Sequence[Any]) -> List[Tuple[Any, Dict[str, Any]
 
 
 def save_checkpoint(model, path: Any) -> None:
-    from safetensors.numpy import save as encode
-
     run = model._run
     if run is not None and run.in_epoch:
         raise RuntimeError("save_checkpoint: training is in the middle of an epoch (or stopped inside one); a "
@@ -634,19 +899,26 @@ def save_checkpoint(model, path: Any) -> None:
     }
     metadata = _model_metadata(model, CHECKPOINT_FORMAT)
     try:
-        metadata["training"] = json.dumps(training)
+        metadata["training"] = _json_entry(training, "save_checkpoint: the training state")
     except TypeError as error:
         raise TypeError(f"save_checkpoint: the training state holds a value JSON cannot store ({error}); a "
                         f"callback's get_state or the logs returned something other than numbers, strings, "
                         f"booleans, None and lists of arrays") from None
-    write_atomically(path, encode(tensors, metadata=metadata))
+    write_atomically(path, _encode(tensors, metadata))
 
 
-def _integer(value: Any, where: str, source: str, allow_none: bool = False) -> Optional[int]:
+# Counters (epochs, steps) are 64-bit integers in the kernels and in NumPy.
+_COUNTER_LIMIT = 2**63 - 1
+
+
+def _integer(value: Any, where: str, source: str, allow_none: bool = False,
+             high: Optional[int] = _COUNTER_LIMIT) -> Optional[int]:
+    """A training state's integer in [0, high] (any size when high is None)."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{source}: training state: {where} must be an integer >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (high is not None and value > high):
+        bound = "an integer >= 0" + (f" and <= {high}" if high is not None else "")
+        raise ValueError(f"{source}: training state: {where} must be {bound}, got {check.shown(value)}")
     return value
 
 
@@ -680,18 +952,28 @@ class Checkpoint:
             raise ValueError(f"{source}: training state: stopped must be true or false")
         self.stopped = training["stopped"]
         self.optimizer_class = training["optimizer"]
+        if not isinstance(self.optimizer_class, str) or self.optimizer_class not in OPTIMIZER_CLASSES:
+            raise ValueError(f"{source}: training state: optimizer {check.shown(self.optimizer_class)} is not one of "
+                             f"{', '.join(OPTIMIZER_CLASSES)}; the file is damaged")
         self.iterations = _integer(training["iterations"], "iterations", source)
         learning_rate = training["learning_rate"]
-        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate >= 0:
-            raise ValueError(f"{source}: training state: learning_rate must be a number >= 0, got {learning_rate!r}")
-        self.learning_rate = float(learning_rate)
+        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)):
+            raise ValueError(f"{source}: training state: learning_rate must be a number >= 0, got "
+                             f"{check.shown(learning_rate)}")
+        try:
+            # The optimizer's own check, here rather than in the middle of restore.
+            self.learning_rate = check.real(learning_rate, "learning_rate", low=0.0)
+        except ValueError as error:
+            raise ValueError(f"{source}: training state: {error}") from None
         self.train_step = _integer(training["train_step"], "train_step", source)
         self.fit_count = _integer(training["fit_count"], "fit_count", source)
-        self.entropy = _integer(training["entropy"], "entropy", source)
+        # The model's seed, or 128 bits of fresh entropy: any size (within the digits bound).
+        self.entropy = _integer(training["entropy"], "entropy", source, high=None)
         seeds = training["dropout_seeds"]
         if not isinstance(seeds, list):
             raise ValueError(f"{source}: training state: dropout_seeds must be a list")
-        self.dropout_seeds = [_integer(seed, "dropout_seeds", source, allow_none=True) for seed in seeds]
+        self.dropout_seeds = [_integer(seed, "dropout_seeds", source, allow_none=True, high=2**64 - 1)
+                              for seed in seeds]
         self.shuffle_rng = training["shuffle_rng"]
         if self.shuffle_rng is not None:
             try:
@@ -741,10 +1023,15 @@ class Checkpoint:
                                                                   self.source)
             if not isinstance(class_name, str):
                 raise ValueError(f"{self.source}: training state: callback {position} has no class name")
+            if not check.is_name(class_name) or _is_abstract_callback(class_name):
+                raise ValueError(f"{self.source}: training state: callback {position} names the class "
+                                 f"{check.shown(class_name)}, which is no concrete callback class; the file is damaged")
             restored = {}
             for key, value in state.items():
                 if isinstance(value, dict) and set(value) == {_TENSORS_MARK}:
-                    count = _integer(value[_TENSORS_MARK], f"callback {position} {key}", self.source)
+                    # At most every tensor of the file: a larger count is damage (and a long list).
+                    count = _integer(value[_TENSORS_MARK], f"callback {position} {key}", self.source,
+                                     high=len(tensors))
                     names = [f"callbacks.{position}.{key}.{index}" for index in range(count)]
                     absent = [name for name in names if name not in tensors]
                     if absent:
@@ -889,6 +1176,13 @@ class Checkpoint:
         if changed:
             warnings.warn(f"resume: {', '.join(changed)} (checkpoint -> this fit); training continues but will not "
                           f"reproduce an uninterrupted run", UserWarning, stacklevel=3)
+
+
+def _is_abstract_callback(class_name: str) -> bool:
+    """Whether ``class_name`` names fusedtrain's Callback base class or one of its private,
+    abstract classes: no callback given to fit can be of such a class."""
+    found = getattr(callbacks_module, class_name, None)
+    return found is callbacks_module.Callback or (class_name.startswith("_") and isinstance(found, type))
 
 
 def _value_kind(value: Any) -> str:

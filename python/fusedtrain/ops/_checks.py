@@ -229,6 +229,34 @@ def instance_or_named(value: Any, name: str, base: type, by_name: dict, expected
     return by_name[key]()
 
 
+# Names (of layers, models, tensors, metadata entries) hold at most this many characters, all
+# printable: model files store them, and summary() and the error messages print them.
+MAX_NAME_CHARS = 256
+
+
+def is_name(value: Any) -> bool:
+    """Whether ``value`` is a name: a non-empty str of at most MAX_NAME_CHARS printable
+    characters (no control characters, NUL or lone surrogates)."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS and value.isprintable()
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to about ``limit`` characters: a message quotes a value it refuses,
+    which may be a string of any length (repr escapes what cannot be printed)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**limit else f"an integer of over {limit} digits"
+    return text if len(text) <= limit + 20 else text[:limit] + "..."
+
+
+def name(value: Any, argument: str) -> str:
+    """``value`` checked to be a name (see is_name); ValueError naming ``argument`` otherwise."""
+    if not is_name(value):
+        raise ValueError(f"{argument}: expected a non-empty string of at most {MAX_NAME_CHARS} printable characters, "
+                         f"got {shown(value)}")
+    return value
+
+
 def choice(value: Any, name: str, options: dict) -> Any:
     """The entry of `options` named by `value` (a string)."""
     if not isinstance(value, str) or value not in options:
