@@ -362,7 +362,7 @@ MISTAKES = {
                                    ["regression needs numeric targets", "'setosa'"]),
     "unsupported file type": (["train", "notes.txt"], ["unsupported data file"]),
     "one .npy for training": (["train", "x.npy"], ["a .npy file holds one array"]),
-    "npz without y": (["train", "no_y.npz"], ["expected arrays named x and y", "found x"]),
+    "npz without y": (["train", "no_y.npz"], ["expected arrays named x and y", "found 'x'"]),
     "pickled npz": (["train", "pickled.npz"], ["Python objects"]),
     "--target with npz": (["train", "no_y.npz", "--target", "y"], ["--target names a column of a CSV file"]),
     "bad --layers": (["train", "--layers", "64,x"], ["argument --layers", "positive integers"]),
