@@ -106,25 +106,16 @@ def test_a_stop_asked_on_one_rank_stops_both_at_the_same_step(tmp_path):
 
 
 @needs_mpi
-def test_a_failing_rank_ends_the_job_and_is_named(tmp_path):
-    result = scenario(2, "fail", tmp_path, check=False, timeout=60)
-    assert result.returncode != 0
-    assert "rank 1 of 2 failed (RuntimeError: rank one's disk is full); ending the job" in result.stderr
-
-
-@needs_mpi
-def test_a_killed_rank_ends_the_job(tmp_path):
+@pytest.mark.parametrize("name, message", [
+    ("fail", "rank 1 of 2 failed (RuntimeError: rank one's disk is full); ending the job"),
     # A rank killed by a signal prints nothing: the launcher ends the others (no hang) and says so.
-    result = scenario(2, "die", tmp_path, check=False, timeout=60)
+    ("die", "BAD TERMINATION"),
+    ("mismatch", "distributed: rank 1 has samples=101 but rank 0 has 100; pass the same data on every rank"),
+])
+def test_a_failing_rank_or_different_data_ends_the_job(tmp_path, name, message):
+    result = scenario(2, name, tmp_path, check=False, timeout=60)
     assert result.returncode != 0
-    assert "BAD TERMINATION" in result.stdout + result.stderr
-
-
-@needs_mpi
-def test_different_data_on_the_ranks_is_refused(tmp_path):
-    result = scenario(2, "mismatch", tmp_path, check=False, timeout=60)
-    assert result.returncode != 0
-    assert "distributed: rank 1 has samples=101 but rank 0 has 100; pass the same data on every rank" in result.stderr
+    assert message in result.stdout + result.stderr
 
 
 @needs_mpi
