@@ -95,3 +95,15 @@ def run_bounded(script: str, *arguments: str, memory: int = MEMORY, timeout: flo
                             capture_output=True, text=True, timeout=timeout, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def split_file(contents):
+    """A safetensors file's (header as JSON, the bytes after it)."""
+    size = int.from_bytes(contents[:8], "little")
+    return json.loads(contents[8:8 + size]), contents[8 + size:]
+
+
+def join_file(header, body, text=None):
+    """A safetensors file from a header (or its text as given) and the bytes after it."""
+    encoded = (text if text is not None else json.dumps(header)).encode("utf-8", "surrogatepass")
+    return len(encoded).to_bytes(8, "little") + encoded + body

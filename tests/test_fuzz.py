@@ -38,6 +38,7 @@ from fusedtrain import __main__ as main_module
 from fusedtrain import cli, layers, regularizers, serialization, tables
 
 import guards
+from guards import join_file, split_file
 
 LONG_RUN_EXAMPLES = int(os.environ.get("FUSEDTRAIN_FUZZ_EXAMPLES", "0"))
 # The long run draws new inputs each time; the short one the same inputs every time.
@@ -379,16 +380,6 @@ def mutate_json(draw, value):
     else:
         parent[last] = [parent[last], copy.deepcopy(parent[last])]
     return value
-
-
-def split_file(contents):
-    size = int.from_bytes(contents[:8], "little")
-    return json.loads(contents[8:8 + size]), contents[8 + size:]
-
-
-def join_file(header, body, text=None):
-    encoded = (text if text is not None else json.dumps(header)).encode("utf-8", "surrogatepass")
-    return len(encoded).to_bytes(8, "little") + encoded + body
 
 
 @st.composite

@@ -20,7 +20,7 @@ import pytest
 import fusedtrain as ft
 from fusedtrain import callbacks as cb
 from fusedtrain import cli, layers, regularizers, serialization
-from guards import bounded, needs_bounds, run_bounded
+from guards import bounded, join_file, needs_bounds, run_bounded, split_file
 
 GIB = 1 << 30
 
@@ -205,16 +205,6 @@ def model_file(tmp_path, name="model.safetensors"):
     model.build()
     model.save(tmp_path / name)
     return tmp_path / name
-
-
-def split_file(contents):
-    size = int.from_bytes(contents[:8], "little")
-    return json.loads(contents[8:8 + size]), contents[8 + size:]
-
-
-def join_file(header, body, text=None):
-    encoded = (text if text is not None else json.dumps(header)).encode("utf-8", "surrogatepass")
-    return len(encoded).to_bytes(8, "little") + encoded + body
 
 
 def with_entry(path, key, change, text_change=None):
