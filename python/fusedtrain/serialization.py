@@ -1,6 +1,8 @@
 """fusedtrain's files: model files (``model.save`` / ``fusedtrain.load``), weight files
 (``save_weights`` / ``load_weights``) and training checkpoints (``save_checkpoint`` /
-``fit(..., resume=path)``). All three are safetensors files, written atomically.
+``fit(..., resume=path)``). All three are safetensors files, written atomically. A model
+file's contents also exist as bytes in memory (``model_bytes`` / ``load_bytes``: the
+scikit-learn estimators pickle through them).
 
 Tensors (float32, C order):
     layers.{i}.kernel        (inputs, units), i being the layer's index in model.layers
@@ -529,10 +531,11 @@ def restore_inputs(model, config: Any, source: str) -> None:
     model.feature_names, model.class_labels, model.preprocessor = names, labels, preprocessor
 
 
-def save(model, path: Any, metadata: Optional[Dict[str, str]] = None) -> None:
-    """Writes a model file. ``metadata``: further str -> str entries for the file's metadata
-    (the command line records the task and class labels there); fusedtrain's own keys are
-    reserved."""
+def model_bytes(model, metadata: Optional[Dict[str, str]] = None) -> bytes:
+    """The contents of the model file ``save`` writes (architecture, compile settings, inputs
+    and weights, as safetensors bytes). ``metadata``: further str -> str entries for the
+    file's metadata (the command line records the task and class labels there); fusedtrain's
+    own keys are reserved."""
     from safetensors.numpy import save as encode
 
     entries = _model_metadata(model, MODEL_FORMAT)
@@ -544,7 +547,12 @@ def save(model, path: Any, metadata: Optional[Dict[str, str]] = None) -> None:
         entries[key] = value
     tensors = {key: np.ascontiguousarray(model.backend.to_host(value))
                for key, value in layer_tensors(model).items()}
-    write_atomically(path, encode(tensors, metadata=entries))
+    return encode(tensors, metadata=entries)
+
+
+def save(model, path: Any, metadata: Optional[Dict[str, str]] = None) -> None:
+    """Writes a model file (model_bytes' contents) atomically."""
+    write_atomically(path, model_bytes(model, metadata))
 
 
 def load(path: Any, compile: bool = True, device: str = "auto") -> "Sequential":
@@ -556,7 +564,17 @@ def load(path: Any, compile: bool = True, device: str = "auto") -> "Sequential":
     returns probabilities for a classifier exactly as before saving. The whole file is checked
     first; anything invalid raises ValueError. ``device``: where the model is rebuilt, as
     Sequential's (a file written on one device loads on any)."""
-    stored = read(path)
+    return _rebuild(read(path), compile, device)
+
+
+def load_bytes(data: bytes, source: str = "model bytes", compile: bool = True,
+               device: str = "auto") -> "Sequential":
+    """The model held in ``data`` (model_bytes' contents, a model file read into memory), as
+    ``load`` rebuilds it; ``source`` names the data in error messages."""
+    return _rebuild(parse(data, source), compile, device)
+
+
+def _rebuild(stored: StoredFile, compile: bool, device: str) -> "Sequential":
     source = stored.source
     if stored.format not in (MODEL_FORMAT, CHECKPOINT_FORMAT):
         kind = "a weight file (save_weights)" if stored.format == WEIGHTS_FORMAT else "not a fusedtrain model file"
