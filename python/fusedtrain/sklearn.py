@@ -1,6 +1,6 @@
 """scikit-learn estimators backed by fusedtrain: ``MLPClassifier`` and ``MLPRegressor``, which
-follow scikit-learn's estimator conventions and pass its ``check_estimator`` suite (see
-EXPECTED_FAILED_CHECKS for the checks that cannot apply). Importing this module needs
+follow scikit-learn's estimator conventions and pass its ``check_estimator`` suite (except
+the checks EXPECTED_FAILED_CHECKS names, with the reason). Importing this module needs
 scikit-learn 1.6 or newer; ``import fusedtrain`` does not.
 
 The network is Dense layers of ``hidden_layer_sizes`` with ``activation``, then a Dense output:
@@ -68,8 +68,9 @@ _DENSE_BATCH_VALUES = 1 << 24
 # The seeds scikit-learn's random_state takes (numpy.random.RandomState's range).
 _SEED_LIMIT = 2 ** 32 - 1
 
-# The checks of sklearn.utils.estimator_checks that a minibatch-trained float32 network cannot
-# pass, with the reason; pass it as check_estimator(..., expected_failed_checks=...).
+# The checks of sklearn.utils.estimator_checks that float32 arithmetic keeps these estimators
+# from passing, each with its reason (tests/test_sklearn_checks.py measures both); pass it as
+# check_estimator(..., expected_failed_checks=EXPECTED_FAILED_CHECKS).
 EXPECTED_FAILED_CHECKS = {
     "check_sample_weight_equivalence_on_dense_data": (
         "an integer sample weight and repeating the sample give the same objective, but float32 minibatch "
@@ -78,8 +79,8 @@ EXPECTED_FAILED_CHECKS = {
         "an integer sample weight and repeating the sample give the same objective, but float32 minibatch "
         "training does not reach the same weights to the check's rtol=1e-7"),
     "check_methods_sample_order_invariance": (
-        "float32 matrix products: a row's last bits (1-2 ulp) depend on its position in the batch's "
-        "register tiles, above the check's atol=1e-9"),
+        "the SIMD matrix-product kernels round a row's outputs by its position in the batch (1-2 float32 "
+        "ulps), above the check's atol=1e-9; the portable kernels pass it"),
 }
 
 
