@@ -18,10 +18,11 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+from scipy import sparse  # noqa: E402
 from sklearn import neural_network  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_iris  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError  # noqa: E402
 from sklearn.metrics import accuracy_score, r2_score  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -156,7 +157,8 @@ def test_regressor_in_a_pipeline_with_grid_search():
     (MLPRegressor(early_stopping=True, validation_fraction=1.0), np.zeros(10), ValueError, "validation_fraction"),
     (MLPRegressor(early_stopping=True, validation_fraction=0.01), np.zeros(10), ValueError,
      r"validation_fraction: 0.01 of n_samples=10 leaves no validation data"),
-    (MLPRegressor(random_state=-1), np.zeros(10), ValueError, r"random_state: expected an integer in \[0, 4294967295\]"),
+    (MLPRegressor(random_state=-1), np.zeros(10), ValueError,
+     r"random_state: expected an integer in \[0, 4294967295\]"),
     (MLPRegressor(random_state=2 ** 32), np.zeros(10), ValueError, "random_state"),
     (MLPRegressor(random_state=1.5), np.zeros(10), TypeError, "random_state: expected None, an integer"),
     (MLPRegressor(seed="0"), np.zeros(10), TypeError, "seed: expected None, an integer"),
@@ -209,7 +211,7 @@ def _bad_inputs():
         "no samples": np.empty((0, 3)), "no features": np.empty((10, 0)), "NaN": with_nan, "infinity": with_inf,
         "an object that is not a number": with_object, "complex numbers": x + 1j, "text": np.full((10, 3), "a"),
         "a 1-D array": x[:, 0], "a 3-D array": x.reshape(10, 3, 1),
-        "a sparse matrix with NaN": __import__("scipy.sparse").sparse.csr_matrix(with_nan),
+        "a sparse matrix with NaN": sparse.csr_matrix(with_nan),
     }
 
 
@@ -227,7 +229,7 @@ def _error(call):
 def test_bad_features_get_scikit_learns_messages(case, ours, theirs):
     """The same exception type and text as scikit-learn's own MLP (whose class name is the same)."""
     x = _bad_inputs()[case]
-    y = np.arange(max(x.shape[0], 1))[:x.shape[0]] % 2
+    y = np.arange(x.shape[0]) % 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         expected = _error(lambda: theirs(max_iter=2).fit(x, y))
@@ -262,11 +264,10 @@ def test_bad_labels_get_scikit_learns_messages(y, message):
 
 
 def test_a_column_of_labels_warns_as_scikit_learn_does():
-    from sklearn.exceptions import DataConversionWarning
-
     x = np.random.default_rng(2).standard_normal((20, 3))
     y = np.arange(20) % 2
-    for estimator in (MLPClassifier((4,), max_epochs=2, random_state=0), MLPRegressor((4,), max_epochs=2, random_state=0)):
+    for estimator in (MLPClassifier((4,), max_epochs=2, random_state=0),
+                      MLPRegressor((4,), max_epochs=2, random_state=0)):
         with pytest.warns(DataConversionWarning, match="A column-vector y was passed when a 1d array was expected"):
             estimator.fit(x, y[:, None])
         assert estimator.predict(x).shape == (20,)
@@ -389,7 +390,8 @@ def test_warm_start_continues_the_fitted_network():
 def test_warm_start_refuses_what_would_need_another_network():
     x, y = _blobs()
     estimator = MLPClassifier((8,), max_epochs=2, random_state=0, warm_start=True).fit(x, y)
-    with pytest.raises(ValueError, match=r"hidden_layer_sizes: is \(4,\), but the fitted network was built with \(8,\)"):
+    with pytest.raises(ValueError, match=r"hidden_layer_sizes: is \(4,\), but the fitted network was built with "
+                                         r"\(8,\)"):
         estimator.set_params(hidden_layer_sizes=(4,)).fit(x, y)
     with pytest.raises(ValueError, match="warm_start can only be used where y has the same classes"):
         estimator.set_params(hidden_layer_sizes=(8,)).fit(x[y < 2], y[y < 2])
@@ -505,7 +507,8 @@ def test_sample_weights_that_leave_nothing_to_learn():
         MLPClassifier().fit(x, y, sample_weight=np.zeros(90))
     with pytest.raises(ValueError, match=r"only the samples of class 1 have a non-zero weight; a classifier needs"):
         MLPClassifier().fit(x, y, sample_weight=(y == 1).astype(float))
-    with pytest.raises(ValueError, match=r"sample_weight: expected one weight per sample, shape \(90,\), got shape \(45,\)"):
+    with pytest.raises(ValueError, match=r"sample_weight: expected one weight per sample, shape \(90,\), got "
+                                         r"shape \(45,\)"):
         MLPRegressor().fit(x, y, sample_weight=np.ones(45))
     with pytest.raises(ValueError, match="sample_weight: expected finite non-negative weights, got -1 at index 3"):
         MLPRegressor().fit(x, y, sample_weight=np.where(np.arange(90) == 3, -1.0, 1.0))
