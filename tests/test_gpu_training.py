@@ -453,6 +453,31 @@ def test_sklearn_estimator_on_the_device(gpu):
     same(kind, cpu.predict_proba(x), device.predict_proba(x))
 
 
+def test_sklearn_sparse_input_and_pickling_on_the_device(gpu):
+    """A CSR matrix trains on the device as on the CPU (one densified batch at a time, copied to
+    the device by train_on_batch), and a pickled estimator comes back on the device."""
+    import pickle
+
+    from scipy import sparse
+
+    from fusedtrain.sklearn import MLPClassifier
+
+    kind, _ = gpu
+    x, y = classification_data(rows=90)
+    x[np.abs(x) < 0.8] = 0.0
+    settings = dict(hidden_layer_sizes=(16,), max_epochs=4, batch_size=32, dropout=0.2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpu = MLPClassifier(device="cpu", **settings).fit(sparse.csr_matrix(x), y)
+        device = MLPClassifier(device="cuda", **settings).fit(sparse.csr_matrix(x), y)
+    assert device.model_.device == "cuda:0"
+    same(kind, cpu.predict_proba(sparse.csr_matrix(x)), device.predict_proba(sparse.csr_matrix(x)))
+    same(kind, cpu.loss_curve_, device.loss_curve_)
+    restored = pickle.loads(pickle.dumps(device))
+    assert restored.model_.device == "cuda:0"
+    np.testing.assert_array_equal(restored.predict_proba(x), device.predict_proba(x))
+
+
 def test_cli_trains_on_the_device(gpu, tmp_path, capsys):
     kind, _ = gpu
     from fusedtrain.__main__ import main

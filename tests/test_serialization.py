@@ -125,6 +125,27 @@ def test_compile_settings_round_trip(name, tmp_path, rng):
     assert_same_weights(uncompiled.get_weights(), model.get_weights())
 
 
+def test_a_model_file_in_memory(tmp_path, rng):
+    """model_bytes holds what save writes; load_bytes rebuilds from it as load does from the file,
+    and damaged bytes raise ValueError naming the source given."""
+    model = ft.Sequential([layers.Dense(6, activation="relu"), layers.Dense(3)], input_dim=5, seed=2)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x, y = features(rng), rng.integers(0, 3, 37)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, seed=0)
+    model.save(tmp_path / "m.safetensors")
+    data = serialization.model_bytes(model)
+    # The same metadata and tensors (safetensors may order the header's entries differently).
+    in_memory, on_disk = serialization.parse(data, "data"), serialization.read(tmp_path / "m.safetensors")
+    assert in_memory.metadata == on_disk.metadata and in_memory.tensors.keys() == on_disk.tensors.keys()
+    for key, tensor in on_disk.tensors.items():
+        np.testing.assert_array_equal(in_memory.tensors[key], tensor)
+    loaded = serialization.load_bytes(data, device="cpu")
+    assert type(loaded.optimizer) is type(model.optimizer) and loaded.seed == 2
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    with pytest.raises(ValueError, match="the pickled model: not a readable safetensors weight file"):
+        serialization.load_bytes(data[:40], "the pickled model")
+
+
 def test_file_layout_and_metadata(tmp_path):
     model = ft.Sequential([layers.Dense(4, activation="relu"), layers.Dropout(0.1), layers.Dense(2, use_bias=False)],
                           input_dim=3, seed=0)

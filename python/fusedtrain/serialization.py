@@ -1,6 +1,8 @@
 """fusedtrain's files: model files (``model.save`` / ``fusedtrain.load``), weight files
 (``save_weights`` / ``load_weights``) and training checkpoints (``save_checkpoint`` /
-``fit(..., resume=path)``). All three are safetensors files, written atomically.
+``fit(..., resume=path)``). All three are safetensors files, written atomically. A model
+file's contents also exist as bytes in memory (``model_bytes`` / ``load_bytes``: the
+scikit-learn estimators pickle through them).
 
 Tensors (float32, C order):
     layers.{i}.kernel        (inputs, units), i being the layer's index in model.layers
@@ -26,6 +28,7 @@ Reliability), so that no file costs more time or memory than its size warrants."
 from __future__ import annotations
 
 import errno
+import io
 import json
 import math
 import os
@@ -791,10 +794,11 @@ def restore_inputs(model, config: Any, source: str) -> None:
     model.feature_names, model.class_labels, model.preprocessor = names, labels, preprocessor
 
 
-def save(model, path: Any, metadata: Optional[Dict[str, str]] = None) -> None:
-    """Writes a model file. ``metadata``: further str -> str entries for the file's metadata
-    (the command line records the task and class labels there); fusedtrain's own keys are
-    reserved."""
+def model_bytes(model, metadata: Optional[Dict[str, str]] = None) -> bytes:
+    """The contents of the model file ``save`` writes (architecture, compile settings, inputs
+    and weights, as safetensors bytes). ``metadata``: further str -> str entries for the
+    file's metadata (the command line records the task and class labels there); fusedtrain's
+    own keys are reserved."""
     entries = _model_metadata(model, MODEL_FORMAT)
     for key, value in (metadata or {}).items():
         if not (isinstance(key, str) and isinstance(value, str)):
@@ -807,7 +811,12 @@ def save(model, path: Any, metadata: Optional[Dict[str, str]] = None) -> None:
         entries[key] = value
     tensors = {key: np.ascontiguousarray(model.backend.to_host(value))
                for key, value in layer_tensors(model).items()}
-    write_atomically(path, _encode(tensors, entries))
+    return _encode(tensors, entries)
+
+
+def save(model, path: Any, metadata: Optional[Dict[str, str]] = None) -> None:
+    """Writes a model file (model_bytes' contents) atomically."""
+    write_atomically(path, model_bytes(model, metadata))
 
 
 def load(path: Any, compile: bool = True, device: str = "auto") -> "Sequential":
@@ -822,8 +831,23 @@ def load(path: Any, compile: bool = True, device: str = "auto") -> "Sequential":
     return model_from_file(read(path), compile, device)
 
 
+def load_bytes(data: bytes, source: str = "model bytes", compile: bool = True,
+               device: str = "auto") -> "Sequential":
+    """The model held in ``data`` (model_bytes' contents, a model file read into memory), as
+    ``load`` rebuilds it; ``source`` names the data in error messages."""
+    return model_from_file(parse(data, source), compile, device)
+
+
+def parse(data: bytes, source: str = "data") -> StoredFile:
+    """Checks safetensors bytes held in memory as ``read`` checks a file; ``source`` names them
+    in error messages."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data: expected bytes (a safetensors file's contents), got {type(data).__name__}")
+    return _read_safetensors(io.BytesIO(data), len(data), source)
+
+
 def model_from_file(stored: StoredFile, compile: bool = True, device: str = "auto") -> "Sequential":
-    """The model a file read by ``read`` holds (see load)."""
+    """The model a file read by ``read`` (or ``parse``) holds (see load)."""
     source = stored.source
     if stored.format not in (MODEL_FORMAT, CHECKPOINT_FORMAT):
         kind = "a weight file (save_weights)" if stored.format == WEIGHTS_FORMAT else "not a fusedtrain model file"
