@@ -323,6 +323,27 @@ def test_thread_counts_agree(simd_path, rng, m, n, k):
     np.testing.assert_allclose(results[0], results[2], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("trans_a, trans_b", TRANSPOSES, ids=TRANSPOSE_IDS)
+@pytest.mark.parametrize("m, n, k", [(2, 70, 31), (4, 300, 200), (5, 9, 17), (25, 1, 500), (97, 3, 31),
+                                     (12, 7, 5), (11, 13, 800), (97, 48, 200), (260, 40, 31), (25, 130, 500)])
+def test_a_row_does_not_depend_on_its_position(simd_path, rng, m, n, k, trans_a, trans_b):
+    """Each row of C has the same bits wherever its row of op(A) sits: in a whole tile or an edge
+    tile, a block of dot products or their remainder, on one thread or two (so predict gives a
+    sample the same outputs in any order, as scikit-learn's sample-order check requires)."""
+    a, b = _operands(rng, m, n, k, trans_a, trans_b)
+    order = rng.permutation(m)
+    shuffled = a[:, order] if trans_a else a[order]
+    previous = ft.get_num_threads()
+    try:
+        for threads in (1, 2):
+            ft.set_num_threads(threads)
+            first = ops.matmul(a, b, trans_a=trans_a, trans_b=trans_b)
+            second = ops.matmul(np.ascontiguousarray(shuffled), b, trans_a=trans_a, trans_b=trans_b)
+            np.testing.assert_array_equal(second, first[order])
+    finally:
+        ft.set_num_threads(previous)
+
+
 def test_out_is_written_in_place_without_reallocation(rng):
     a, b = _operands(rng, 6, 4, 5, False, False)
     out = np.empty((6, 4), np.float32)

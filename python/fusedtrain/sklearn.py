@@ -78,9 +78,6 @@ EXPECTED_FAILED_CHECKS = {
     "check_sample_weight_equivalence_on_sparse_data": (
         "an integer sample weight and repeating the sample give the same objective, but float32 minibatch "
         "training does not reach the same weights to the check's rtol=1e-7"),
-    "check_methods_sample_order_invariance": (
-        "the SIMD matrix-product kernels round a row's outputs by its position in the batch (1-2 float32 "
-        "ulps), above the check's atol=1e-9; the portable kernels pass it"),
 }
 
 

@@ -503,7 +503,12 @@ inline void store_tile(const VecF* acc0, const VecF* acc1, float* c, int64_t ldc
 // pointers taking a trip through the stack on every tile. The AVX-512 build's full 8-row tile is
 // this template. Its loops over the rows are unrolled by pragma, as micro_kernel_half's are:
 // inlined elsewhere (a test harness's caller), GCC otherwise kept the 3- to 5-row accumulators
-// on the stack, a 5-row tile taking 367 ns instead of 192 at depth 120.
+// on the stack, a 5-row tile taking 367 ns instead of 192 at depth 120. Every row, in a whole
+// tile or an edge one, is one chain of multiply-adds along k, as in the AVX2 6-row kernel: a row
+// of C gets the same bits wherever it sits. A second set of accumulators for odd k in 1- and
+// 2-row edge tiles rounded their rows differently; it had made them faster on the AVX2 path
+// (1 thread on Zen 4: 13x300 @ 300x200 21.5 us against 23.2 without it, 14x784 @ 784x512 155
+// against 158), and the AVX-512 one measured the same with or without it.
 template <int ROWS, class BLayout>
 void micro_kernel_rows(int64_t depth, const PanelA& a, const float* b, BLayout b_layout, float* c, int64_t ldc,
                        int64_t cols, float alpha, float scale_c) {
@@ -521,33 +526,7 @@ void micro_kernel_rows(int64_t depth, const PanelA& a, const float* b, BLayout b
   VecF acc0[ROWS], acc1[ROWS];
 #pragma GCC unroll 8
   for (int i = 0; i < ROWS; ++i) acc0[i] = acc1[i] = vzero();
-  int64_t p = 0, offset = 0;
-  if constexpr (ROWS <= 2) {
-    // One or two rows have only 2 or 4 multiply-add chains, each waiting on its own latency: a
-    // second set of accumulators, for odd k, doubles them (13x300 @ 300x200, ending in a 1-row
-    // tile, 27.2 -> 24.3 us; 14x784 @ 784x512, in a 2-row one, 204 -> 190 us).
-    VecF odd0[ROWS], odd1[ROWS];
-#pragma GCC unroll 8
-    for (int i = 0; i < ROWS; ++i) odd0[i] = odd1[i] = vzero();
-    for (; p + 2 <= depth; p += 2, offset += 2 * step, b += 2 * b_layout.step) {
-      const VecF b0 = vload(b), b1 = vload(b + kLanes);
-      const VecF b2 = vload(b + b_layout.step), b3 = vload(b + b_layout.step + kLanes);
-#pragma GCC unroll 8
-      for (int i = 0; i < ROWS; ++i) {
-        const VecF even = vbroadcast(row[i] + offset), odd = vbroadcast(row[i] + offset + step);
-        acc0[i] = vfma(even, b0, acc0[i]);
-        acc1[i] = vfma(even, b1, acc1[i]);
-        odd0[i] = vfma(odd, b2, odd0[i]);
-        odd1[i] = vfma(odd, b3, odd1[i]);
-      }
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < ROWS; ++i) {
-      acc0[i] = vadd(acc0[i], odd0[i]);
-      acc1[i] = vadd(acc1[i], odd1[i]);
-    }
-  }
-  for (; p < depth; ++p, offset += step) {
+  for (int64_t p = 0, offset = 0; p < depth; ++p, offset += step) {
     const VecF b0 = vload(b);
     const VecF b1 = vload(b + kLanes);
 #pragma GCC unroll 8
@@ -956,6 +935,14 @@ constexpr int64_t kNarrowColumns = 8;
 constexpr int64_t kNarrowMinRows = 8;
 
 #if FT_GEMM_AVX2
+// The sum of v's eight lanes added as horizontal_sums4 adds each of its vectors', so that a
+// row's dot product has the same bits whichever block of rows it falls in.
+inline float horizontal_sum_as4(__m256 v) {
+  const __m256 pairs = _mm256_hadd_ps(v, v);
+  const __m256 quads = _mm256_hadd_ps(pairs, pairs);
+  return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(quads), _mm256_extractf128_ps(quads, 1)));
+}
+
 // out[j * stride + r] = dot(row r of x, v[j]) for ROWS rows and VECTORS vectors; the last partial
 // vector of each row through masked loads.
 template <int ROWS, int VECTORS>
@@ -983,7 +970,7 @@ inline void dot_rows(const float* x, int64_t ld, const float* const* v, int64_t 
   }
   if constexpr (ROWS < 3) {
     for (int r = 0; r < ROWS; ++r)
-      for (int j = 0; j < VECTORS; ++j) out[j * stride + r] = horizontal_sum(acc[r][j]);
+      for (int j = 0; j < VECTORS; ++j) out[j * stride + r] = horizontal_sum_as4(acc[r][j]);
     return;
   }
   // Each vector's sums over four rows at a time, from one reduction of their four accumulators:
