@@ -2,6 +2,7 @@
 #include "bindings/arrays.h"
 #include "bindings/bindings.h"
 #include "cpu/simd.h"
+#include "cpu/threads.h"
 #include "fusedtrain/cpu.h"
 
 namespace fusedtrain::bindings {
@@ -31,6 +32,9 @@ void bind_system(py::module_& m) {
         "0 when two NumPy arrays' memory is disjoint, 2 when they are the same elements, 1 otherwise.");
   m.def("fma_probe", &fma_probe, py::arg("rounds"));
   m.def("triad_probe", &triad_probe, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("scalar"));
+  // For the tests of cpu/parallel.h's fallback to one thread on contended cores.
+  m.def("_running_threads", &cpu::running_threads, py::arg("chunks"));
+  m.def("_note_region", &cpu::note_region, py::arg("late"));
   m.attr("avx2_compiled") = py::bool_(FT_HAVE_AVX2 != 0);
   m.attr("avx512_compiled") = py::bool_(FT_HAVE_AVX512 != 0);
 }

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +17,7 @@
 #endif
 
 #include "cpu/simd.h"
+#include "cpu/threads.h"
 #include "fusedtrain/cpu.h"
 
 namespace fusedtrain::cpu {
@@ -155,9 +157,39 @@ std::atomic<int>& thread_count() {
   return count;
 }
 
+// Until when (steady_ns) parallel regions run on one thread (cpu/parallel.h, RegionWatch).
+std::atomic<int64_t>& one_thread_until() {
+  static std::atomic<int64_t> until{0};
+  return until;
+}
+constexpr int64_t kOneThreadNs = 20000000;
+
 }  // namespace
 
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 int kernel_threads() { return thread_count().load(std::memory_order_relaxed); }
+
+int running_threads(int chunks) {
+  if (chunks > 1 && one_thread_until().load(std::memory_order_relaxed) > steady_ns()) return 1;
+  return chunks;
+}
+
+void note_region(bool late) {
+  // One preemption (another process's) makes one region late; a core held by another library's
+  // spinning threads makes every region late. Two late regions in a row start the 20 ms on one
+  // thread.
+  static std::atomic<int> late_in_a_row{0};
+  if (!late) {
+    late_in_a_row.store(0, std::memory_order_relaxed);
+  } else if (late_in_a_row.fetch_add(1, std::memory_order_relaxed) + 1 >= 2) {
+    late_in_a_row.store(0, std::memory_order_relaxed);
+    one_thread_until().store(steady_ns() + kOneThreadNs, std::memory_order_relaxed);
+  }
+}
 
 int get_num_threads() { return kernel_threads(); }
 

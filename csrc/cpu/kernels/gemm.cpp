@@ -113,6 +113,13 @@ constexpr int64_t KC = 384;
 #else
 constexpr int64_t KC = 320;
 #endif
+// k is cut into blocks of equal depth, at most KC + KC / 4: 784 = 392 + 392 rather than
+// 384 + 384 + 16, whose last, shallow block loads and stores every C tile for 16 multiply-adds.
+constexpr int64_t kMaxKC = KC + KC / 4;
+inline int64_t k_block_depth(int64_t k) {
+  const int64_t blocks = (k + kMaxKC - 1) / kMaxKC;
+  return blocks > 1 ? (k + blocks - 1) / blocks : k;
+}
 constexpr int64_t MC = MR * 24;
 constexpr int64_t NC = 3072;
 // Up to this many elements (160 KiB), op(A) stays in L2 while the micro-kernel reads it in place
@@ -176,8 +183,8 @@ float* aligned_floats(int64_t count) {
 // outside the parallel region: an exception may not leave an OpenMP region).
 PackBuffers* pack_buffers() {
   thread_local PackBuffers buffers;
-  if (!buffers.a) buffers.a = aligned_floats(MC * KC);
-  if (!buffers.b) buffers.b = aligned_floats(KC * NC);
+  if (!buffers.a) buffers.a = aligned_floats(MC * kMaxKC);
+  if (!buffers.b) buffers.b = aligned_floats(kMaxKC * NC);
   return buffers.a && buffers.b ? &buffers : nullptr;
 }
 
@@ -809,12 +816,12 @@ bool gemm_block(const Operand& a, const Operand& b, int64_t row0, int64_t m, int
   // panel that L1 holds serves them all from there: an untransposed B is then read in place, but
   // for its last, partial panel, which is packed (padded) as before, and for a block small enough
   // for L1.
-  const bool b_in_place =
-      !b.trans && (m <= kInPlaceBRows || (m <= kInPlaceBMaxRows && spreads_over_l1(b.ld, k < KC ? k : KC)));
+  const int64_t depth = k_block_depth(k);
+  const bool b_in_place = !b.trans && (m <= kInPlaceBRows || (m <= kInPlaceBMaxRows && spreads_over_l1(b.ld, depth)));
   for (int64_t jc = 0; jc < n; jc += NC) {
     int64_t nc = n - jc < NC ? n - jc : NC;
-    for (int64_t pc = 0; pc < k; pc += KC) {
-      int64_t kc = k - pc < KC ? k - pc : KC;
+    for (int64_t pc = 0; pc < k; pc += depth) {
+      int64_t kc = k - pc < depth ? k - pc : depth;
       // The first k block scales C by beta (overwrites it when beta == 0); later ones add.
       float scale_c = pc == 0 ? e.beta : 1.0f;
       bool last = pc + kc == k;
@@ -1124,7 +1131,7 @@ bool narrow_dots(const float* a, int64_t lda, const float* b, int64_t ldb, bool 
   if (trans_b) {
     for (int64_t j = 0; j < n; ++j) columns[j] = b + j * ldb;
   } else {
-    PackBuffers* buffers = k * n <= KC * NC ? pack_buffers() : nullptr;
+    PackBuffers* buffers = k * n <= kMaxKC * NC ? pack_buffers() : nullptr;
     if (!buffers) return false;
     for (int64_t p = 0; p < k; ++p)
       for (int64_t j = 0; j < n; ++j) buffers->b[j * k + p] = b[p * ldb + j];
@@ -1319,19 +1326,16 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   int64_t block_m = round_up((m + grid_m - 1) / grid_m, MR);
   int64_t block_n = round_up((n + grid_n - 1) / grid_n, NR);
   bool out_of_memory = false;
-#pragma omp parallel num_threads(threads)
-  {
-    // The runtime may grant fewer threads than asked for: each thread walks the blocks.
-    for (int block = omp_get_thread_num(); block < threads; block += omp_get_num_threads()) {
-      int64_t row0 = (block / grid_n) * block_m, col0 = (block % grid_n) * block_n;
-      int64_t rows = m - row0 < block_m ? m - row0 : block_m;
-      int64_t cols = n - col0 < block_n ? n - col0 : block_n;
-      if (rows > 0 && cols > 0 && !gemm_block(op_a, op_b, row0, rows, col0, cols, k, c, ldc, e)) {
+  // One block of C per chunk (parallel_chunks hands a block not yet started to a free thread).
+  parallel_chunks(threads, threads, 1, [&](int block, int64_t, int64_t) {
+    int64_t row0 = (block / grid_n) * block_m, col0 = (block % grid_n) * block_n;
+    int64_t rows = m - row0 < block_m ? m - row0 : block_m;
+    int64_t cols = n - col0 < block_n ? n - col0 : block_n;
+    if (rows > 0 && cols > 0 && !gemm_block(op_a, op_b, row0, rows, col0, cols, k, c, ldc, e)) {
 #pragma omp atomic write
-        out_of_memory = true;
-      }
+      out_of_memory = true;
     }
-  }
+  });
   if (out_of_memory) throw std::bad_alloc();
 }
 

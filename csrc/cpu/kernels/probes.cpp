@@ -80,9 +80,13 @@ double fma_probe(int64_t rounds) {
 }
 
 void triad_probe(float* a, const float* b, const float* c, float scalar, int64_t n) {
-  parallel_for(n, int64_t{1} << 16, [&](int64_t begin, int64_t end) {
+  // On the threads set, whatever the kernels' RegionWatch last saw (parallel_for would not).
+#pragma omp parallel num_threads(threads_for(n, int64_t{1} << 16))
+  {
+    int64_t begin, end;
+    chunk_bounds(n, omp_get_thread_num(), omp_get_num_threads(), 16, &begin, &end);
     for (int64_t i = begin; i < end; ++i) a[i] = b[i] + scalar * c[i];
-  });
+  }
 }
 
 }  // namespace fusedtrain::cpu::FT_ISA
