@@ -1,11 +1,12 @@
 """fusedtrain.data: the float32 conversion rule, train_val_test_split (shuffled, seeded,
 stratified) and BatchLoader (index permutation, gathering into reused buffers, last partial
-batch)."""
+batch) and its threaded row gather."""
 
 import numpy as np
 import pytest
 
-from fusedtrain import data
+import fusedtrain as ft
+from fusedtrain import _C, data
 
 
 class TestToFloat32:
@@ -197,3 +198,61 @@ class TestBatchLoader:
             data.BatchLoader(x, np.zeros(4), 2, shuffle=True)
         with pytest.raises(ValueError, match="x: empty data"):
             data.BatchLoader(np.zeros((0, 2), np.float32), np.zeros(0), 2, shuffle=False)
+
+
+class TestGatherRows:
+    """The loader's row gather (``_C.gather_rows``, threaded row copies): numpy.take's rows for
+    every dtype and row shape, on every SIMD path and thread count; bad arguments refused."""
+
+    @pytest.mark.parametrize("threads", [1, 2])
+    @pytest.mark.parametrize("dtype, shape", [
+        (np.float32, (1001, 37)), (np.float64, (53, 5, 3)), (np.int64, (777,)), (np.int32, (300, 1)),
+        (np.bool_, (129, 7)), (np.uint8, (4100, 130)), (np.float16, (65, 3)), (np.complex64, (40, 2))])
+    def test_equals_numpy_take(self, rng, simd_path, threads, dtype, shape):
+        previous = ft.get_num_threads()
+        ft.set_num_threads(threads)
+        try:
+            source = (rng.standard_normal(shape) * 50).astype(dtype)
+            indices = rng.integers(0, shape[0], 2 * shape[0] + 3)  # repeats, any order
+            out = np.full((indices.size,) + shape[1:], 7, dtype)
+            _C.gather_rows(source, indices, out)
+            np.testing.assert_array_equal(out, np.take(source, indices, axis=0))
+        finally:
+            ft.set_num_threads(previous)
+
+    def test_no_indices_and_empty_rows(self):
+        out = np.zeros((0, 4), np.float32)
+        _C.gather_rows(np.ones((3, 4), np.float32), np.zeros(0, np.int64), out)
+        empty_rows = np.zeros((2, 0), np.float32)
+        _C.gather_rows(np.ones((3, 0), np.float32), np.array([2, 0]), empty_rows)
+
+    @pytest.mark.parametrize("index", [-1, 10, 2 ** 40])
+    def test_an_index_outside_the_rows_is_refused_by_position(self, index):
+        indices = np.array([0, 3, index, 1])
+        out = np.zeros((4, 2), np.float32)
+        with pytest.raises(ValueError, match=rf"indices\[2\] = {index} is outside \[0, 10\)"):
+            _C.gather_rows(np.ones((10, 2), np.float32), indices, out)
+        assert not out.any()  # nothing written
+
+    @pytest.mark.parametrize("make, message", [
+        (lambda s, i: (s, i, np.zeros((3, 2), np.float64)), "out: expected the dtype of source"),
+        (lambda s, i: (s, i, np.zeros((4, 2), np.float32)), "one row per index"),
+        (lambda s, i: (s, i, np.zeros((3, 3), np.float32)), "one row per index"),
+        (lambda s, i: (s, i, np.zeros((2, 3), np.float32).T), "out: expected a C-contiguous array"),
+        (lambda s, i: (s[:, ::2], i, np.zeros((3, 1), np.float32)), "source: expected a C-contiguous array"),
+        (lambda s, i: (s, i.astype(np.int32), np.zeros((3, 2), np.float32)), "indices: expected int64"),
+        (lambda s, i: (s, i[:, None], np.zeros((3, 2), np.float32)), "indices must be 1-D"),
+        (lambda s, i: (s, i, s[:3]), "out may not overlap source"),
+        (lambda s, i: (np.array([[None, 1]] * 5, object), i, np.zeros((3, 2), object)), "not Python objects"),
+    ])
+    def test_bad_arguments(self, make, message):
+        source = np.arange(10, dtype=np.float32).reshape(5, 2)
+        args = make(source, np.array([4, 0, 2]))
+        with pytest.raises((ValueError, TypeError), match=message):
+            _C.gather_rows(*args)
+
+    def test_read_only_out_is_refused(self):
+        out = np.zeros((1, 2), np.float32)
+        out.flags.writeable = False
+        with pytest.raises(ValueError, match="read-only"):
+            _C.gather_rows(np.ones((3, 2), np.float32), np.array([1]), out)

@@ -62,6 +62,35 @@ static void bias_grad(const py::array& grad_output, py::array& grad_bias) {
   cpu::bias_grad(grad_data, out_data, rows, cols);
 }
 
+// out[i] = source[indices[i]] along the first axis, for C-contiguous arrays of one dtype (any).
+static void gather_rows(const py::array& source, const py::array& indices, py::array& out) {
+  require(source.ndim() >= 1, "gather_rows: source must have at least one dimension");
+  require(source.flags() & py::array::c_style, "gather_rows: source: expected a C-contiguous array");
+  require(!source.dtype().attr("hasobject").cast<bool>(),
+          "gather_rows: source: expected numbers, not Python objects (their references are not copied)");
+  require(indices.ndim() == 1, "gather_rows: indices must be 1-D");
+  const int64_t* index_data = input<int64_t>(indices, "indices");
+  require(out.dtype().is(source.dtype()), "gather_rows: out: expected the dtype of source");
+  require(out.flags() & py::array::c_style, "gather_rows: out: expected a C-contiguous array");
+  require(out.writeable(), "gather_rows: out: the array is read-only");
+  require(out.ndim() == source.ndim() && dim(out, 0) == dim(indices, 0),
+          "gather_rows: out: expected one row per index, shaped as the rows of source");
+  for (py::ssize_t axis = 1; axis < source.ndim(); ++axis) {
+    require(out.shape(axis) == source.shape(axis),
+            "gather_rows: out: expected one row per index, shaped as the rows of source");
+  }
+  require(overlap(out, source) == 0 && overlap(out, indices) == 0,
+          "gather_rows: out may not overlap source or indices");
+  const int64_t rows = dim(source, 0);
+  int64_t row_bytes = source.itemsize();
+  for (py::ssize_t axis = 1; axis < source.ndim(); ++axis) row_bytes *= dim(source, static_cast<int>(axis));
+  const void* source_data = source.data();
+  void* out_data = out.mutable_data();
+  const int64_t count = dim(indices, 0);
+  py::gil_scoped_release release;
+  cpu::gather_rows(source_data, rows, row_bytes, index_data, count, out_data);
+}
+
 static void argmax_rows(const py::array& x, py::array& indices) {
   require(x.ndim() == 2, "argmax: x must be 2-D");
   int64_t rows = dim(x, 0), cols = dim(x, 1);
@@ -109,6 +138,7 @@ void bind_elementwise(py::module_& m) {
   m.def("softmax_forward", &softmax_forward, py::arg("x"), py::arg("out"));
   m.def("softmax_backward", &softmax_backward, py::arg("grad_output"), py::arg("x"), py::arg("out"));
   m.def("bias_grad", &bias_grad, py::arg("grad_output"), py::arg("out"));
+  m.def("gather_rows", &gather_rows, py::arg("source"), py::arg("indices"), py::arg("out"));
   m.def("argmax_rows", &argmax_rows, py::arg("x"), py::arg("out"));
   m.def("count_correct", &count_correct, py::arg("scores"), py::arg("labels"));
   m.def("sum_of_squares", &sum_of_squares, py::arg("x"));

@@ -423,6 +423,27 @@ void scale(float* x, int64_t n, float factor) {
   FT_DISPATCH(scale, x, n, factor);
 }
 
+void gather_rows(const void* source, int64_t source_rows, int64_t row_bytes, const int64_t* indices,
+                 int64_t count, void* out) {
+  check_size("gather_rows", "source_rows", source_rows);
+  check_size("gather_rows", "row_bytes", row_bytes);
+  check_size("gather_rows", "count", count);
+  check_extent("gather_rows", "source", source_rows, "row_bytes", row_bytes);
+  check_extent("gather_rows", "out", count, "row_bytes", row_bytes);
+  const bool copies = count > 0 && row_bytes > 0;
+  check_data("gather_rows", "source", source, copies);
+  check_data("gather_rows", "indices", indices, count > 0);
+  check_data("gather_rows", "out", out, copies);
+  for (int64_t i = 0; i < count; ++i) {
+    if (indices[i] < 0 || indices[i] >= source_rows) {
+      fail("gather_rows", "indices[" + std::to_string(i) + "] = " + std::to_string(indices[i]) +
+                              " is outside [0, " + std::to_string(source_rows) + ")");
+    }
+  }
+  if (!copies) return;
+  FT_DISPATCH(gather_rows, source, source_rows, row_bytes, indices, count, out);
+}
+
 void sgd_step(float* param, const float* grad, float* velocity, int64_t n, float lr, float momentum,
               bool nesterov, float weight_decay) {
   check_elementwise("sgd_step", n, {{"param", param}, {"grad", grad}});

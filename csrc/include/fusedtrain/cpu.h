@@ -14,6 +14,7 @@
 //   - a leading dimension is smaller than the columns it strides over (gemm: lda, ldb, ldc);
 //   - an Activation or Reduction holds a value outside its enumerators;
 //   - softmax_cross_entropy_loss or count_correct gets a label outside [0, classes);
+//   - gather_rows gets an index outside [0, source_rows);
 //   - adam_step gets step < 1; dropout gets a rate outside [0, 1) (or NaN);
 //   - set_num_threads gets threads < 1;
 //   - an array's rows x row length (columns or leading dimension) overflows int64_t.

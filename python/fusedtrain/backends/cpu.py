@@ -9,6 +9,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from .. import _C
+
 
 class HostTotals:
     """The weighted sums of a fit's or an evaluation's loss and metrics, as Python floats.
@@ -69,9 +71,11 @@ class CpuBackend:
         return order
 
     def take_rows(self, source: np.ndarray, indices: np.ndarray, out: np.ndarray) -> np.ndarray:
-        # mode="clip": the indices are valid by construction, and NumPy buffers `out` (an extra
-        # allocation per batch) in the default mode "raise".
-        return np.take(source, indices, axis=0, out=out, mode="clip")
+        # The loader's arrays are C-contiguous and its permutations int64. The kernel copies the
+        # rows on the kernels' threads (numpy.take uses one): 256 MNIST rows out of 60,000 in
+        # 55 us instead of 86 on two.
+        _C.gather_rows(source, indices, out)
+        return out
 
     def scalar_slot(self) -> None:
         """Where an op may store a reduced value without a read-back: nowhere on the CPU."""
