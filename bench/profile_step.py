@@ -78,18 +78,20 @@ def seconds_per_step(model, x, y, batch: int, epochs: int) -> Tuple[float, float
     return statistics.median(walls), statistics.median(cpus)
 
 
+# The batch loader's gather, reported apart from the step's other kernels.
+GATHER = "_C.gather_rows"
+
 # ---- kernel time vs Python ----------------------------------------------------------------------
 
 @contextlib.contextmanager
 def timed_kernels() -> Iterator[Dict[str, List[float]]]:
-    """Wraps every function of fusedtrain._C (the ops look them up on the module at each call),
-    and numpy.take, with which fit's batch loader gathers each batch, so that each call's
-    duration is recorded under its name."""
+    """Wraps every function of fusedtrain._C (the ops look them up on the module at each call;
+    fit's batch loader gathers each batch with _C.gather_rows), so that each call's duration is
+    recorded under its name."""
     durations: Dict[str, List[float]] = defaultdict(list)
     # _C.overlap is part of the ops' argument checks: its time counts as Python overhead.
     targets = [(_C, name, f"_C.{name}") for name in dir(_C)
                if not name.startswith("_") and name != "overlap" and callable(getattr(_C, name))]
-    targets.append((np, "take", "np.take"))
     originals = [(module, name, label, getattr(module, name)) for module, name, label in targets]
 
     def wrap(name, function):
@@ -375,16 +377,18 @@ def profile_section(threads: int, epochs: int, top: int, say) -> str:
     other_load = load.share()
 
     def split(kernels: Dict[str, Tuple[float, float]], step_wall: float, wrappers: float):
-        """(seconds in _C calls, in np.take, in Python: the rest less the timing wrappers' cost)."""
-        compiled = sum(seconds for name, (_, seconds) in kernels.items() if name.startswith("_C."))
-        gather = sum(seconds for name, (_, seconds) in kernels.items() if name == "np.take")
+        """(seconds in the other _C calls, in the batch gather, in Python: the rest less the timing
+        wrappers' cost)."""
+        gather = sum(seconds for name, (_, seconds) in kernels.items() if name == GATHER)
+        compiled = sum(seconds for name, (_, seconds) in kernels.items() if name.startswith("_C.")) - gather
         return compiled, gather, max(step_wall - compiled - gather - wrappers, 0.0)
 
     compiled, gather, python_time = split(per_kernel, wall, wrapper)
     tiny_compiled, tiny_gather, tiny_python = split(tiny_kernels, tiny_wall, tiny_wrapper)
     gemm = per_kernel.get("_C.gemm", (0, 0.0))[1]
     smallest_buffer = BATCH * np.dtype(np.int64).itemsize
-    calls_per_step = sum(count for name, (count, _) in per_kernel.items() if name.startswith("_C."))
+    calls_per_step = sum(count for name, (count, _) in per_kernel.items()
+                         if name.startswith("_C.") and name != GATHER)
 
     plural = "" if threads == 1 else "s"
     lines = [f"## {threads} thread{plural} (fusedtrain and PyTorch)", "",
@@ -398,7 +402,7 @@ def profile_section(threads: int, epochs: int, top: int, say) -> str:
         f"- A step takes {_us(step)} ({_us(step_cpu)} of CPU time); in the loop of the timed epoch "
         f"({_us(wall)} per step) "
         f"{compiled / wall:.0%} was spent in the {calls_per_step:.0f} compiled kernel calls (GEMM alone "
-        f"{gemm / wall:.0%}), {gather / wall:.1%} gathering the batch (np.take) and {python_time / wall:.1%} "
+        f"{gemm / wall:.0%}), {gather / wall:.1%} gathering the batch (`_C.gather_rows`) and {python_time / wall:.1%} "
         f"({_us(python_time)}) in Python.",
         f"- Python overhead per step, measured where kernels cost next to nothing (tiny {tiny_sizes} model, batch "
         f"{TINY_BATCH}): {_us(tiny_python)} of a {_us(tiny_wall)} step"
@@ -420,11 +424,11 @@ def profile_section(threads: int, epochs: int, top: int, say) -> str:
         f"| fit's loop alone, every kernel call timed (one epoch; fit's set-up before the loop took "
         f"{setup * 1e3:.1f} ms, mostly the finite check of x) | {_us(wall)} |",
         f"| of which inside the {calls_per_step:.0f} `_C` kernel calls | {_us(compiled)} |",
-        f"| of which gathering the batch (`np.take`, 2 calls) | {_us(gather)} |",
+        f"| of which gathering the batch (`_C.gather_rows`, 2 calls) | {_us(gather)} |",
         f"| of which Python (the rest, less the timing wrappers' {_us(wrapper)}) | {_us(python_time)} |",
         f"| fit, tiny {tiny_sizes} model, batch {TINY_BATCH}: the loop with near-free kernels "
         f"(median of {epochs} epochs; CPU time {_us(tiny_step_cpu)}) | {_us(tiny_step)} |",
-        f"| the same, timed: inside `_C` calls / np.take / Python | {_us(tiny_compiled)} / {_us(tiny_gather)} / "
+        f"| the same, timed: inside `_C` calls / the gather / Python | {_us(tiny_compiled)} / {_us(tiny_gather)} / "
         f"{_us(tiny_python)} |",
     ]
     if torch_results is not None:
