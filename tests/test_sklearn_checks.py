@@ -1,7 +1,7 @@
 """scikit-learn's own conformance suite, sklearn.utils.estimator_checks.check_estimator, on
 MLPClassifier and MLPRegressor with their default parameters: every check passes except the
 ones fusedtrain.sklearn.EXPECTED_FAILED_CHECKS names, and those fail for the reason given
-there (float32 arithmetic), which the tests below measure."""
+there (float32 arithmetic), which test_sklearn.py measures in the check's own setting."""
 
 import json
 import os
@@ -73,7 +73,7 @@ def test_check_estimator_passes(check_results, name, least):
 @pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
 def test_expected_failures_are_needed(check_results, name):
     """The sample-weight equivalence checks do fail (at float32 rounding: see test_sklearn.py's
-    test_integer_sample_weight_is_close_to_repeating_the_sample, which passes at rtol=1e-3)."""
+    test_integer_sample_weight_is_close_to_repeating_the_sample, the same setting at rtol=1e-3)."""
     statuses = {check: (status, message) for check, status, message in check_results[name]}
     for check in ("check_sample_weight_equivalence_on_dense_data", "check_sample_weight_equivalence_on_sparse_data"):
         status, message = statuses[check]
