@@ -1,15 +1,20 @@
 """`fusedtrain train` on real tables (text columns, missing values, dates), the CSV dialects and
 Parquet, the column options, rows without a target, and predict on raw rows."""
 
+import contextlib
 import csv
 import importlib.resources
+import io
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import fusedtrain as ft
+from fusedtrain.__main__ import main
 from test_cli import one_line_error, run_cli, succeeded
 
 QUIET = ["--verbose", "0", "--no-plot"]
@@ -187,3 +192,82 @@ def test_predict_on_raw_rows_with_new_values_and_mistakes(tmp_path):
     one_line_error(run_cli("train", path, *QUIET, "--keep", "nothing"), "pets.csv: no column named 'nothing'")
     one_line_error(run_cli("train", path, *QUIET, "--keep", "size", "--drop", "size"),
                    "pets.csv: keep, drop: the column 'size' is named in both")
+
+
+def run_in_process(*arguments):
+    """fusedtrain's main() in this process, as run_cli's result (for mistakes found before
+    training, and to change what this process can import)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            status = main([str(argument) for argument in arguments])
+        except SystemExit as exit_:
+            status = exit_.code
+    return subprocess.CompletedProcess(arguments, status, stdout.getvalue(), stderr.getvalue())
+
+
+def write_npz(path):
+    np.savez(path, x=np.arange(12.0).reshape(6, 2), y=np.arange(6) % 2)
+
+
+def write_parquet(frame):
+    def write(path):
+        pytest.importorskip("pyarrow")
+        frame.to_parquet(path)
+    return write
+
+
+@pytest.mark.parametrize("name, write, options, message", [
+    ("one.csv", lambda path: path.write_text("label\n1\n2\n1\n"), [],
+     "one.csv: no feature columns besides the target 'label'"),
+    ("dropped.csv", lambda path: path.write_text("a,label\n" + "".join(f"{row},{row % 2}\n" for row in range(20))),
+     ["--drop", "a"], "dropped.csv: no usable feature column (a: dropped (dropped on request))"),
+    ("unlabeled.csv", lambda path: path.write_text("a,label\n1,\n2,NA\n3,?\n"), [],
+     "unlabeled.csv: the target column 'label' has no values"),
+    ("arrays.npz", write_npz, ["--categorical", "a"],
+     "--categorical: names columns of a CSV or Parquet file; "),
+    ("arrays.npz", write_npz, ["--drop", "a"], "arrays.npz has none"),
+    ("nameless.csv", lambda path: path.write_text("a,,label\n1,2,0\n3,4,1\n"), [],
+     "nameless.csv: column 2 of the header has no name"),
+    ("nameless.csv", lambda path: path.write_text("a, ,label\n1,2,0\n3,4,1\n"), [],
+     "nameless.csv: column 2 of the header has no name"),
+    ("rowless.parquet", write_parquet(pd.DataFrame({"a": pd.Series([], dtype=float),
+                                                    "label": pd.Series([], dtype=str)})),
+     [], "rowless.parquet: no rows"),
+    ("columnless.parquet", write_parquet(pd.DataFrame(index=range(3))), [], "columnless.parquet: no columns"),
+])
+def test_table_mistakes_are_one_line_naming_the_file_and_column(tmp_path, name, write, options, message):
+    path = tmp_path / name
+    write(path)
+    one_line_error(run_in_process("train", path, *QUIET, "--out", tmp_path / "m.safetensors", *options), message)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
+    # The file is never opened by pandas without an engine, so its bytes do not matter.
+    path = tmp_path / "pets.parquet"
+    path.write_bytes(b"PAR1" + bytes(16) + b"PAR1")
+    for engine in ("pyarrow", "fastparquet"):
+        monkeypatch.setitem(sys.modules, engine, None)  # import fails as if not installed
+    one_line_error(run_in_process("train", path, *QUIET),
+                   "pets.parquet: reading Parquet files needs pyarrow (pip install pyarrow)")
+
+
+def test_more_than_100_categories_are_dropped_unless_kept(tmp_path):
+    # 101 words, eight rows each: only the cap of 100 categories decides (not the share of
+    # rows); --keep keeps the 100 most frequent in the training rows, the other goes to (unknown).
+    words = np.random.default_rng(1).permutation(np.repeat([f"w{index:03d}" for index in range(101)], 8))
+    frame = pd.DataFrame({"word": words, "size": np.arange(words.size) % 5 + 0.5,
+                          "label": np.array(["a", "b"])[np.arange(words.size) % 2]})
+    path = tmp_path / "words.csv"
+    frame.to_csv(path, index=False)
+    report = succeeded(run_cli("train", path, *QUIET, "--epochs", "1", "--out", tmp_path / "m.safetensors")).stdout
+    assert "word: dropped (high-cardinality text, 101 distinct values in 808 rows; keep it with keep=)" in report
+    kept = succeeded(run_cli("train", path, *QUIET, "--epochs", "1", "--keep", "word",
+                             "--out", tmp_path / "k.safetensors")).stdout
+    assert "word: categorical, 100 categories (kept on request)" in kept
+    preprocessor = ft.load(tmp_path / "k.safetensors", device="cpu").preprocessor
+    left_out = sorted(set(words) - set(preprocessor.columns[0].categories))
+    assert len(left_out) == 1
+    x = preprocessor.transform(pd.DataFrame({"word": left_out, "size": [1.5]}))
+    assert x[0, preprocessor.feature_names.index("word=(unknown)")] == 1.0

@@ -220,6 +220,20 @@ def test_one_sample_as_a_vector_gets_a_reshape_hint(rng):
         model.predict(x[0])
 
 
+@pytest.mark.parametrize("labels, where", [
+    (["setosa", None, "virginica", "setosa"], r"index 1 is missing \(None\)"),
+    (pd.Series(["setosa", "virginica", np.nan, "setosa"]), r"index 2 is missing \(nan\)"),
+    (pd.Series(["setosa", "virginica", "setosa", None], dtype="category"), r"index 3 is missing \(nan\)"),
+    ([3, None, 7, 10], r"index 1 is missing \(None\)"),
+])
+def test_a_missing_label_is_refused_with_its_index(rng, labels, where):
+    x, _ = blobs(rng, rows=4)
+    model = classifier()
+    with pytest.raises(ValueError, match=rf"^y: the label at {where}; drop rows without a label$"):
+        model.fit(x, labels, epochs=1, verbose=0)
+    assert model.class_labels is None  # nothing was decided by the refused fit
+
+
 # Models with a preprocessor ---------------------------------------------------------------------
 
 def penguins():
@@ -258,6 +272,30 @@ def test_a_model_with_a_preprocessor_takes_raw_rows_after_a_fresh_load(tmp_path)
         loaded.predict(rows.drop(columns=["island"]))
     with pytest.raises(ValueError, match=r"^x: the column 'bill_length_mm' holds 'long' at row 1"):
         loaded.predict(rows.assign(bill_length_mm=["long"] + [40.0] * 59))
+
+
+def test_the_validation_split_gives_the_preprocessor_no_statistics(rng):
+    # The last quarter validates: its values would move the median of 'size' and give 'colour'
+    # a slot for 'purple' (seen twice there) if the preprocessor were fitted on every row.
+    rows, training = 40, 30
+    frame = pd.DataFrame({"size": np.r_[rng.normal(5.0, 1.0, training), rng.normal(500.0, 1.0, rows - training)],
+                          "colour": ["red", "blue"] * (training // 2) + ["purple"] * (rows - training)})
+    frame.loc[3, "size"] = np.nan
+    labels = np.arange(rows) % 2
+    model = classifier(outputs=2, preprocessor=ft.data.TablePreprocessor())
+    history = model.fit(frame, labels, epochs=1, validation_split=0.25, verbose=0)
+    assert "val_loss" in history.history
+    plan = {column.name: column for column in model.preprocessor.columns}
+    assert plan["size"].fill == np.nanmedian(frame["size"][:training])
+    assert plan["colour"].categories == ["blue", "red"]
+    # The types are read from every row, the statistics (scaling included) from the training rows.
+    expected = ft.data.TablePreprocessor().fit(frame, rows=np.arange(training))
+    assert model.preprocessor.to_config() == expected.to_config()
+    np.testing.assert_allclose(model.preprocessor.transform(frame.iloc[:training]).mean(axis=0), 0.0, atol=1e-6)
+    # With validation_data, every row of x trains, and every row gives the statistics.
+    other = classifier(outputs=2, preprocessor=ft.data.TablePreprocessor())
+    other.fit(frame, labels, epochs=1, validation_data=(frame.iloc[:5], labels[:5]), verbose=0)
+    assert other.preprocessor.to_config() == ft.data.TablePreprocessor().fit(frame).to_config()
 
 
 def test_an_unfitted_preprocessor_refuses_prediction(rng):

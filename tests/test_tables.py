@@ -192,10 +192,44 @@ def test_the_json_round_trip_gives_the_same_features(rng):
     (lambda config: config["options"].update(dates="keep"), "dates: expected"),
     (lambda config: config["scaling"].update(std=[0.0] * len(config["scaling"]["std"])), "positive deviations"),
     (lambda config: config.update(scaling=None), "present exactly when"),
+    (lambda config: config.update(options=["scale"]), r"^preprocessor: options: expected a JSON object"),
+    (lambda config: config["options"].update(colour=1), r"^preprocessor: options: .*unexpected keyword.*'colour'"),
+    (lambda config: config["options"].update(scale="yes"), r"^preprocessor: options: scale: expected True or False"),
+    (lambda config: config.update(columns={"a": {}}), r"^preprocessor: columns: expected a non-empty list"),
+    (lambda config: config["columns"].__setitem__(0, "a"), r"^preprocessor: columns\[0\]: expected a JSON object"),
+    (lambda config: config["columns"][1].update(name="a"),
+     r"^preprocessor: columns: two plans name the column 'a'"),
+    (lambda config: config["columns"][0].update(name=7), r"^preprocessor: columns\[0\]: expected a column name"),
+    (lambda config: [entry.update(kind="dropped") for entry in config["columns"]],
+     r"^preprocessor: columns: every column is dropped"),
+    (lambda config: config["columns"][2].update(parts=["year", "century"]),
+     r"^preprocessor: columns\[2\] \('d'\): parts must be among day, day_of_year"),
+    (lambda config: config["columns"][2].update(parts=[]), r"^preprocessor: columns\[2\] \('d'\): parts must be"),
+    (lambda config: config["columns"][2].update(parts="year"), r"^preprocessor: columns\[2\] \('d'\): parts must be"),
+    (lambda config: config["columns"][2].update(date_format=5),
+     r"^preprocessor: columns\[2\] \('d'\): date_format must be a string"),
+    (lambda config: config["columns"][0].update(indicator="yes"),
+     r"^preprocessor: columns\[0\] \('a'\): indicator must be true or false"),
+    (lambda config: config["columns"][1].update(missing_slot=1),
+     r"^preprocessor: columns\[1\] \('c'\): missing_slot must be true or false"),
+    (lambda config: config["scaling"].pop("std"), r"^preprocessor: scaling: expected lists of numbers mean and std"),
+    (lambda config: config["scaling"].update(mean=["one"] * len(config["scaling"]["mean"])),
+     r"^preprocessor: scaling: expected lists of numbers mean and std"),
+    (lambda config: config.update(scaling=[0.0, 1.0]), r"^preprocessor: scaling: expected lists of numbers"),
+    (lambda config: config["scaling"].update(mean=config["scaling"]["mean"][1:]),
+     r"^preprocessor: scaling: expected 14 finite means and positive deviations"),
+    (lambda config: config["scaling"]["mean"].__setitem__(0, float("nan")),
+     r"^preprocessor: scaling: expected 14 finite"),
+    (lambda config: config["scaling"].update(std=[[1.0]] * len(config["scaling"]["std"])),
+     r"^preprocessor: scaling: expected 14 finite"),
 ])
 def test_damaged_configurations_are_refused(change, message):
-    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 5.0], "c": ["x", "y", "x", "y"]})
+    # Columns: a (numeric with a gap: 2 features), c (categorical: 3), d (datetime: 9).
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, np.nan], "c": ["x", "y", "x", "y"],
+                          "d": ["2020-01-01 10:00", "2020-02-01 11:00", "2020-03-01 12:00", "2020-04-01 13:00"]})
     config = TablePreprocessor().fit(frame).to_config()
+    assert len(config["scaling"]["mean"]) == 14
+    TablePreprocessor.from_config(json.loads(json.dumps(config)))  # intact, it loads
     change(config)
     with pytest.raises(ValueError, match=message):
         TablePreprocessor.from_config(config)
@@ -258,3 +292,138 @@ def test_a_dict_of_columns_is_a_table():
     # "y" was seen once: it sets the unknown slot, as a new category does.
     assert preprocessor.transform([{"a": 5.0, "b": "y"}]).tolist() == [[5.0, 0.0, 1.0]]
     assert tables.is_table(pd.DataFrame()) and not tables.is_table({"a": [1]})
+
+
+@pytest.mark.parametrize("table, error, message", [
+    ({"a": [1.0, 2.0], "b": [1.0]}, ValueError, r"^table: cannot be read as a table \(All arrays must be of the same"),
+    ({"a": 1.0, "b": 2.0}, ValueError, r"^table: cannot be read as a table \(If using all scalar values"),
+    ([{"a": 1.0}, 5], ValueError, r"^table: cannot be read as a table"),
+    (pd.DataFrame(index=range(3)), ValueError, r"^table: no columns"),
+    ("a,b\n1,2", TypeError, r"^table: expected a pandas DataFrame \(or a dict of columns\), got str"),
+])
+def test_what_is_not_a_table_is_refused(table, error, message):
+    with pytest.raises(error, match=message):
+        TablePreprocessor().fit(table)
+
+
+@pytest.mark.parametrize("rows", [[0, 6], [-7], np.zeros(5, dtype=bool), ["a"], [0.5], [[0, 1], [2]]],
+                         ids=["past-the-end", "before-the-start", "short-mask", "text", "fraction", "ragged"])
+def test_rows_that_are_not_row_indices_are_refused(rows):
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+    with pytest.raises(ValueError, match=r"^rows: expected row indices or a mask of 6 rows$"):
+        TablePreprocessor().fit(frame, rows=rows)
+
+
+@pytest.mark.parametrize("train, value", [
+    (["yes", "no", "yes", "no"], "maybe"),
+    ([True, False, True, False], "maybe"),
+    (["y", "n", "y", "n"], "2"),  # a number is no true/false word either
+])
+def test_a_word_that_is_neither_true_nor_false_names_the_column_and_row(train, value):
+    preprocessor = TablePreprocessor().fit(pd.DataFrame({"flag": train, "n": [1.0, 2.0, 3.0, 4.0]}))
+    assert plans(preprocessor)["flag"].kind == "boolean"
+    rows = pd.DataFrame({"flag": ["yes" if isinstance(train[0], str) else "True", value], "n": [1.0, 2.0]},
+                        dtype=object)
+    with pytest.raises(ValueError, match=rf"^table: the column 'flag' holds '{value}' at row 2; it was true/false "
+                                         rf"in training$"):
+        preprocessor.transform(rows)
+
+
+# The inference rules at their limits ------------------------------------------------------------
+
+def repeated_words(distinct, times):
+    """``distinct`` words, each ``times`` times, shuffled the same way every run."""
+    words = np.repeat([f"word {index:03d}" for index in range(distinct)], times)
+    return np.random.default_rng(5).permutation(words)
+
+
+@pytest.mark.parametrize("distinct, kind", [(tables.MAX_CATEGORIES, "categorical"),
+                                            (tables.MAX_CATEGORIES + 1, "dropped")])
+def test_text_with_more_than_100_categories_is_dropped_with_the_reason(distinct, kind):
+    # Three rows per word: the share of distinct values stays under a half, so only the cap decides.
+    words = repeated_words(distinct, 3)
+    preprocessor = TablePreprocessor().fit(pd.DataFrame({"word": words, "n": np.arange(words.size) % 7}))
+    plan = plans(preprocessor)["word"]
+    assert plan.kind == kind
+    if kind == "dropped":
+        assert plan.note == (f"high-cardinality text, {distinct} distinct values in {3 * distinct} rows; "
+                             f"keep it with keep=")
+        assert preprocessor.report()[0] == f"word: dropped ({plan.note})"
+        assert not any(name.startswith("word") for name in preprocessor.feature_names)
+    else:
+        assert len(plan.categories) == distinct
+
+
+def test_keep_gives_the_100_most_frequent_values_slots_and_the_rest_unknown():
+    words = np.concatenate([repeated_words(tables.MAX_CATEGORIES, 3), ["rare one", "rare one", "rare two", "rare two"]])
+    frame = pd.DataFrame({"word": words, "n": np.arange(words.size) % 7})
+    assert plans(TablePreprocessor().fit(frame))["word"].kind == "dropped"
+    preprocessor = TablePreprocessor(keep=["word"], scale=False).fit(frame)
+    plan = plans(preprocessor)["word"]
+    assert plan.kind == "categorical" and plan.note == "kept on request"
+    assert plan.categories == [f"word {index:03d}" for index in range(tables.MAX_CATEGORIES)]
+    x = preprocessor.transform(pd.DataFrame({"word": ["rare one", "rare two", "word 042", "never seen"], "n": [1] * 4}))
+    names = preprocessor.feature_names
+    np.testing.assert_array_equal(x[:, names.index("word=(unknown)")], [1, 1, 0, 1])
+    np.testing.assert_array_equal(x[:, names.index("word=word 042")], [0, 0, 1, 0])
+
+
+@pytest.mark.parametrize("rows, kind", [(tables.MIN_IDENTIFIER_ROWS - 1, "categorical"),
+                                        (tables.MIN_IDENTIFIER_ROWS, "dropped")])
+def test_text_unique_per_row_is_an_identifier_from_20_rows(rows, kind):
+    frame = pd.DataFrame({"name": [f"person {index}" for index in range(rows)], "n": np.arange(rows) % 3})
+    plan = plans(TablePreprocessor().fit(frame))["name"]
+    assert plan.kind == kind
+    if kind == "dropped":
+        assert plan.note == "identifier: text unique per row; keep it with keep="
+    else:
+        # No value repeats: each gets a slot rather than all going to 'unknown'.
+        assert plan.categories == sorted(frame["name"])
+
+
+@pytest.mark.parametrize("rows, kind", [(tables.MIN_IDENTIFIER_ROWS - 1, "numeric"),
+                                        (tables.MIN_IDENTIFIER_ROWS, "dropped")])
+def test_consecutive_integers_are_an_identifier_from_20_rows(rows, kind):
+    ids = np.random.default_rng(2).permutation(np.arange(rows) + 1000)
+    frame = pd.DataFrame({"row_id": ids, "as_text": ids.astype(str), "n": np.arange(rows) % 3})
+    preprocessor = TablePreprocessor().fit(frame)
+    assert plans(preprocessor)["row_id"].kind == kind and plans(preprocessor)["as_text"].kind == kind
+    if kind == "dropped":
+        assert plans(preprocessor)["row_id"].note == "identifier: consecutive integers, unique per row"
+
+
+@pytest.mark.parametrize("values, kind", [
+    (["yes", "no"], "boolean"),
+    (["Yes", "NO", "yes"], "boolean"),  # any case
+    (["true", "no"], "boolean"),  # one word for each side, not the pair
+    (["t", "f"], "boolean"),
+    (["yes"], "boolean"),
+    (["yes", "no", "true"], "categorical"),  # two words for true
+    (["y", "n", "no"], "categorical"),  # two words for false
+    (["true", "false", "maybe"], "categorical"),
+])
+def test_a_boolean_has_one_word_for_true_and_one_for_false_at_most(values, kind):
+    column = [values[index % len(values)] for index in range(12)]
+    preprocessor = TablePreprocessor(scale=False).fit(pd.DataFrame({"flag": column, "n": np.arange(12) % 5}))
+    assert plans(preprocessor)["flag"].kind == kind
+    if kind == "boolean":
+        expected = [word.lower() in tables.TRUE_WORDS for word in column]
+        np.testing.assert_array_equal(preprocessor.transform(pd.DataFrame({"flag": column, "n": [0] * 12}))[:, 0],
+                                      expected)
+
+
+def test_dates_with_a_time_zone_are_read_as_utc():
+    # Evening times in New York fall on the next day in UTC, so the day and weekday move too;
+    # the days span the change to summer time, so the text's offsets differ (-05:00, -04:00).
+    local = pd.date_range("2021-03-12 21:30", periods=9, freq="17h", tz="America/New_York")
+    utc = local.tz_convert("UTC")
+    assert len({stamp.utcoffset() for stamp in local}) == 2
+    for column in (pd.Series(local), pd.Series([stamp.isoformat() for stamp in local], dtype=object)):
+        preprocessor = TablePreprocessor(scale=False).fit(pd.DataFrame({"when": column}))
+        names = preprocessor.feature_names
+        x = preprocessor.transform(pd.DataFrame({"when": column}))
+        for part, expected in (("year", utc.year), ("month", utc.month), ("day", utc.day),
+                               ("weekday", utc.day_of_week), ("day_of_year", utc.day_of_year),
+                               ("hour", utc.hour), ("minute", utc.minute)):
+            np.testing.assert_array_equal(x[:, names.index(f"when:{part}")], expected, err_msg=part)
+        assert not np.array_equal(x[:, names.index("when:day")], local.day)

@@ -87,6 +87,11 @@ def _distinct_labels(labels: np.ndarray, name: str) -> List[Any]:
     return sorted(set(plain))
 
 
+def _validation_start(samples: int, validation_split: float) -> int:
+    """The first of the last ``validation_split`` of ``samples`` rows, which validate."""
+    return int(math.floor(samples * (1.0 - validation_split)))
+
+
 def _shown(labels: Sequence[Any]) -> str:
     text = ", ".join(repr(label) for label in labels[:10])
     return text + (", ..." if len(labels) > 10 else "")
@@ -248,7 +253,8 @@ class Sequential:
     ``model.device`` is the device chosen ("cpu" or "cuda:N"). ``seed`` (an integer >= 0) makes
     the initial weights reproducible; None draws fresh entropy. ``preprocessor``: a
     tables.TablePreprocessor that turns raw DataFrames into features (fitted by the first fit
-    on a DataFrame when it is not fitted yet); saved with the model."""
+    on a DataFrame when it is not fitted yet, its statistics from the rows that train, not
+    from those validation_split holds out); saved with the model."""
 
     def __init__(self, layers: Optional[Sequence[Layer]] = None, input_dim: Optional[int] = None,
                  device: str = "auto", seed: Optional[int] = None, name: str = "sequential",
@@ -526,11 +532,12 @@ class Sequential:
                 return self.backend.xp.from_dlpack(value)
         return None
 
-    def _features(self, x: Any, name: str = "x", fitting: bool = False) -> Any:
+    def _features(self, x: Any, name: str = "x", fitting: bool = False, rows: Optional[np.ndarray] = None) -> Any:
         """``x`` checked and converted (data.features), on the model's device; a DataFrame
-        through the preprocessor or by its column names (``fitting``: fit may set them)."""
+        through the preprocessor or by its column names (``fitting``: fit may set them;
+        ``rows``: the rows an unfitted preprocessor takes its statistics from, None for all)."""
         if tables.is_table(x):
-            x = self._table_features(x, name, fitting)
+            x = self._table_features(x, name, fitting, rows)
         on_gpu = self._gpu_array(x)
         if on_gpu is not None:
             array = self._device_features(on_gpu, name)
@@ -540,16 +547,17 @@ class Sequential:
             self.build(array.shape[1])
         return array
 
-    def _table_features(self, table: Any, name: str, fitting: bool) -> np.ndarray:
-        """A DataFrame as a float32 array: encoded by the preprocessor, or its numeric columns
-        in the order of ``feature_names`` (recorded by fit, checked otherwise)."""
+    def _table_features(self, table: Any, name: str, fitting: bool, rows: Optional[np.ndarray] = None) -> np.ndarray:
+        """A DataFrame as a float32 array: encoded by the preprocessor (fitted here when it is
+        not yet, its statistics from ``rows``), or its numeric columns in the order of
+        ``feature_names`` (recorded by fit, checked otherwise)."""
         if self.preprocessor is not None:
             try:
                 if not self.preprocessor.fitted:
                     if not fitting:
                         raise RuntimeError(f"{name}: the model's preprocessor is not fitted yet; fit the model "
                                            f"(or the preprocessor) on a table first")
-                    self.preprocessor.fit(table)
+                    self.preprocessor.fit(table, rows=rows)
                 return self.preprocessor.transform(table)
             except ValueError as error:
                 raise ValueError(f"{name}: {str(error).removeprefix('table: ')}") from None
@@ -733,7 +741,13 @@ class Sequential:
             raise ValueError(f"epochs: training would end at epoch {epochs} but {start} epoch {initial_epoch}; "
                              f"epochs is the index of the last epoch (Keras), not a number of further epochs")
 
-        x_all = self._features(x, fitting=True)
+        # A preprocessor fitted here reads the types from every row but takes its statistics
+        # (medians, categories, scaling) from the training rows, as the command line's does.
+        training_rows = None
+        if tables.is_table(x) and validation_data is None and validation_split > 0.0:
+            split_at = _validation_start(len(x), validation_split)
+            training_rows = np.arange(split_at) if 0 < split_at < len(x) else None
+        x_all = self._features(x, fitting=True, rows=training_rows)
         fold = self._fold(self.loss)
         y_all = self._targets(y, x_all.shape[0], fitting=True)
         w_all = self._sample_weights(sample_weight, None, y_all, x_all.shape[0])
@@ -895,7 +909,7 @@ class Sequential:
             return x, y, w, x_val, y_val, w_val
         if validation_split == 0.0:
             return x, y, w, None, None, None
-        split_at = int(math.floor(x.shape[0] * (1.0 - validation_split)))
+        split_at = _validation_start(x.shape[0], validation_split)
         if split_at == 0 or split_at == x.shape[0]:
             raise ValueError(f"validation_split: {validation_split} of {x.shape[0]} samples leaves an "
                              f"empty {'training' if split_at == 0 else 'validation'} set")

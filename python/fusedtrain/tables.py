@@ -5,22 +5,25 @@ JSON so that a saved model takes raw rows. The command line's ``train`` uses the
 The rules (each column of the table ``fit`` sees):
 - missing: an empty field, NaN/None, or one of MISSING_TOKENS ('NA', 'N/A', 'nan', 'null',
   '?', ... compared case-insensitively after stripping spaces).
-- boolean: bool dtype, or text whose values are all true/false, yes/no, y/n or t/f words.
-  Encoded 0/1.
+- boolean: bool dtype, or text whose values are all true/false, yes/no, y/n or t/f words,
+  one word for true and one for false at most (yes/no/true is categorical). Encoded 0/1.
 - numeric: numbers (text that parses as numbers included). Integers with at most
   MAX_INTEGER_CATEGORIES distinct values, each seen twice on average, are categorical instead
   (codes such as cylinders or a class of travel).
 - datetime: datetime dtype, or text that parses as dates in one format. Expanded into year,
   month, day, weekday, day of year and the day of year as a point on a circle (sin, cos), plus
-  hour and minute when the times are not all midnight. ``dates="drop"`` drops them.
+  hour and minute when the times are not all midnight (times with a time zone, a dtype's or
+  offsets in the text, are read in UTC). ``dates="drop"`` drops them.
 - categorical: any other text, pandas' category dtype, or the integers above. One-hot
   encoded: a slot per category seen in fit (sorted), one 'unknown' slot that a category first
-  seen later (and one seen only once in fit) sets, and a 'missing' slot where fit saw gaps.
+  seen later (and one seen only once in fit, when others repeat) sets, and a 'missing' slot
+  where fit saw gaps. When no category repeats, each gets a slot (MAX_CATEGORIES at most).
 - dropped, with the reason in the report: a column with no values; an identifier (text unique
   per row, or integers that are a permutation of consecutive numbers, over at least
-  MIN_IDENTIFIER_ROWS rows); high-cardinality text (more distinct values than
-  HIGH_CARDINALITY_SHARE of its rows, or than MAX_CATEGORIES). ``keep`` keeps such a column
-  as categorical, its MAX_CATEGORIES most frequent values in slots and the rest 'unknown'.
+  MIN_IDENTIFIER_ROWS rows); high-cardinality text (more distinct values than MAX_CATEGORIES,
+  or than HIGH_CARDINALITY_SHARE of its rows when more than MIN_IDENTIFIER_ROWS). ``keep``
+  keeps such a column as categorical, its MAX_CATEGORIES most frequent values in slots and the
+  rest 'unknown'.
 Missing values in numeric, boolean and date columns are imputed with the median of fit's
 values, and a 0/1 indicator feature ``<column>:missing`` is added where fit saw gaps.
 ``missing="drop"``: ``incomplete_rows`` names the rows to leave out of training; the column
@@ -285,7 +288,7 @@ class TablePreprocessor:
             complete = np.zeros(len(frame), dtype=bool)
             try:
                 complete[np.asarray(rows)] = True
-            except IndexError:
+            except (IndexError, TypeError, ValueError):
                 raise ValueError(f"rows: expected row indices or a mask of {len(frame)} rows") from None
             if not complete.any():
                 raise ValueError("rows: selects no row")
@@ -522,8 +525,9 @@ class TablePreprocessor:
             _check_plan(plan, index)
             plans.append(plan)
         names = [plan.name for plan in plans]
-        if len(set(names)) != len(names):
-            raise ValueError("preprocessor: columns: two plans name the same column")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"preprocessor: columns: two plans name the column {repeated[0]!r}")
         if all(plan.kind == "dropped" for plan in plans):
             raise ValueError("preprocessor: columns: every column is dropped")
         preprocessor.columns = plans
@@ -622,7 +626,8 @@ def _date_format(texts: np.ndarray) -> Optional[str]:
         fmt = guess_datetime_format(texts[0])
         if fmt is None:
             return None
-        parsed = pd.to_datetime(pd.Series(texts, dtype=object), format=fmt, errors="coerce")
+        # utc: offsets that differ between rows (a change to summer time) are one format.
+        parsed = pd.to_datetime(pd.Series(texts, dtype=object), format=fmt, errors="coerce", utc=True)
     return fmt if not parsed.isna().any() else None
 
 
