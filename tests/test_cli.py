@@ -310,6 +310,64 @@ def test_a_diverging_run_is_an_error(tmp_path):
     assert not (tmp_path / "m.safetensors").exists()
 
 
+# export and the optional libraries ---------------------------------------------------------------
+
+def without(tmp_path, package):
+    """An environment whose PYTHONPATH shadows ``package`` with one whose import fails, as where
+    it is not installed."""
+    blocker = tmp_path / "blocked" / package
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text(f"raise ImportError('{package} is blocked by the test')\n")
+    paths = [str(blocker.parent)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+
+
+def test_export_format_onnx_takes_the_raw_columns_and_encoded_the_features(classifier, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model = ft.load(classifier["model"])
+    frame = pd.DataFrame(classifier["x"], columns=FEATURES)
+    expected = model.predict(frame)
+    result = succeeded(run_cli("export", classifier["model"], "--format", "onnx", "--out", tmp_path / "raw.onnx"))
+    assert f"{tmp_path / 'raw.onnx'}: ONNX (opset 17), inputs sepal_length (float64), sepal_width (float64)" \
+        in result.stdout
+    raw = ort.InferenceSession(str(tmp_path / "raw.onnx"), providers=["CPUExecutionProvider"])
+    assert [value.name for value in raw.get_inputs()] == FEATURES
+    feeds = {name: frame[[name]].to_numpy(dtype=np.float64) for name in FEATURES}
+    probabilities = raw.run(None, feeds)[0]
+    assert np.abs(probabilities - expected).max() <= 1e-5
+    assert np.mean(SPECIES[probabilities.argmax(axis=1)] == classifier["labels"]) >= 0.9
+
+    result = succeeded(run_cli("export", classifier["model"], "--format", "onnx", "--encoded",
+                               "--out", tmp_path / "encoded.onnx"))
+    assert "inputs x (float32); output probabilities" in result.stdout
+    encoded = ort.InferenceSession(str(tmp_path / "encoded.onnx"), providers=["CPUExecutionProvider"])
+    features = model.preprocessor.transform(frame).astype(np.float32)
+    assert encoded.get_inputs()[0].shape == ["batch", features.shape[1]]
+    assert np.abs(encoded.run(None, {"x": features})[0] - expected).max() <= 1e-5
+
+    one_line_error(run_cli("export", classifier["model"], "--format", "tflite", "--out", tmp_path / "m.tflite"),
+                   "--format", "'tflite'")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_export_without_onnx_names_the_extra_in_one_line(classifier, tmp_path):
+    result = run_cli("export", classifier["model"], "--format", "onnx", "--out", tmp_path / "m.onnx",
+                     env=without(tmp_path, "onnx"))
+    one_line_error(result, 'ONNX export needs the onnx package (pip install "fusedtrain[onnx]")')
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_train_tensorboard_without_tensorboardx_names_the_extra_before_training(tmp_path):
+    x, labels = flowers(60)
+    data = write_flowers(tmp_path / "f.csv", x, labels)
+    result = run_cli("train", data, *FAST, "--tensorboard", tmp_path / "runs", "--out", tmp_path / "m.safetensors",
+                     env=without(tmp_path, "tensorboardX"))
+    one_line_error(result, '--tensorboard: TensorBoard needs the tensorboardX package: '
+                           'pip install "fusedtrain[tensorboard]"')
+    assert result.stdout == ""  # refused before the data is read: no announcement, no training
+    assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "runs").exists()
+
+
 # Mistakes: one line, status 2 ------------------------------------------------------------------
 
 def _mistake_files(folder: Path):

@@ -4,6 +4,7 @@ params, the per-epoch metrics and a model file that loads; the CLI's --tensorboa
 plot's marks."""
 
 import csv
+import json
 import os
 import sys
 
@@ -150,6 +151,21 @@ def test_tensorboard_histograms_of_every_weight(tmp_path):
                                rtol=1e-4)
 
 
+def test_one_fit_with_csv_logger_and_tensorboard_logs_every_epoch_in_both(tmp_path):
+    pytest.importorskip("tensorboardX")
+    x, y = data()
+    loggers = [callbacks.CSVLogger(tmp_path / "training.csv"), callbacks.TensorBoard(tmp_path / "runs")]
+    history = model().fit(x, y, epochs=EPOCHS, batch_size=16, validation_split=0.25, verbose=0, callbacks=loggers)
+    header, *rows = read_rows(tmp_path / "training.csv")
+    assert [row[0] for row in rows] == [str(epoch) for epoch in range(EPOCHS)]
+    for folder, name in (("train", "loss"), ("validation", "val_loss")):
+        logged = [float(row[header.index(name)]) for row in rows]
+        np.testing.assert_allclose(logged, history.history[name], rtol=1e-12)
+        events = scalars(tmp_path / "runs" / folder).Scalars("epoch_loss")
+        assert [event.step for event in events] == list(range(EPOCHS))
+        np.testing.assert_allclose([event.value for event in events], logged, rtol=1e-6)
+
+
 def test_tensorboard_without_tensorboardx_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
     with pytest.raises(ImportError, match=r'^TensorBoard needs the tensorboardX package: pip install "fusedtrain\[tensorboard\]"$'):
@@ -276,3 +292,38 @@ def test_the_plot_marks_the_best_epoch_and_the_early_stop(tmp_path, monkeypatch)
     marks.clear()
     cli._write_plot(str(tmp_path / "curves.png"), history, "accuracy", 2, "t")
     assert sorted(set(marks)) == [("best epoch", 3)]
+
+
+def test_cli_train_marks_the_epochs_it_kept_and_stopped_at_on_the_plot(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+    from fusedtrain.__main__ import main
+
+    lines, dots = [], []
+    axvline, plot = Axes.axvline, Axes.plot
+
+    def recording_axvline(self, x=0, *args, **kwargs):
+        lines.append((kwargs.get("label"), x))
+        return axvline(self, x, *args, **kwargs)
+
+    def recording_plot(self, *args, **kwargs):
+        if kwargs.get("marker") == "o":
+            dots.append((list(args[0]), list(args[1])))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "axvline", recording_axvline)
+    monkeypatch.setattr(Axes, "plot", recording_plot)
+    x, y = data(200)
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    # A large step and little patience: the validation loss stops improving within the epochs.
+    assert main(["train", str(tmp_path / "data.npz"), "--epochs", "300", "--patience", "2", "--lr", "0.05",
+                 "--verbose", "0", "--out", str(tmp_path / "model.safetensors")]) == 0
+    record = json.loads((tmp_path / "history.json").read_text())
+    assert record["stopped_early"] and record["epochs_run"] < 300
+    best, stopped = record["best_epoch"], record["epochs_run"]
+    assert stopped == best + 2
+    # One mark of each on both panels (loss and accuracy), at 1-based epochs as the report gives them.
+    assert sorted(lines) == [("best epoch", best)] * 2 + [("early stop", stopped)] * 2
+    history = record["history"]
+    assert dots == [([best], [history["val_loss"][best - 1]]), ([best], [history["val_accuracy"][best - 1]])]
+    assert (tmp_path / "model.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
