@@ -428,7 +428,8 @@ def mutated_headers(draw, files):
             metadata[key] = draw(st.one_of(
                 st.sampled_from(["0", "1", "2", "-1", "1.0", " 1", "01", "1e3", "99999999999999999999", "",
                                  "fusedtrain.model", "fusedtrain.weights", "fusedtrain.checkpoint", "fusedtrain.",
-                                 "{", "[]", "null", "{}", "NaN", '"x"', "\ud800"]),
+                                 "{", "[]", "null", "{}", "NaN", '"x"', "\ud800", "1\x00", "0.1.0\n", "9" * 300,
+                                 "x" * 131_073]),
                 st.text(max_size=16), JSON_VALUES))
         elif target == "metadata_json":
             entries = [key for key, value in metadata.items() if value[:1] in ("{", "[")]
@@ -836,7 +837,8 @@ def damaged_task(files, folder, change):
     (lambda task: task.update(classes=[0, True, 2]), "class labels are not distinct"),
     # 309 digits (the most a file may hold) and beyond float range; more digits are refused as JSON.
     (lambda task: task.update(classes=[0, 1, 9 * 10**308]), "class labels are not distinct"),
-    (lambda task: task.update(classes=[0, 1, 10**400]), "holds an integer of 401 digits, more than the 309"),
+    (lambda task: task.update(classes=[0, 1, 10**400]),
+     r"holds an integer of 401 digits \(at most 309\) at classes\[2\]"),
     (lambda task: task.update(classes=[0, 1, float("nan")]), "class labels are not distinct"),
     (lambda task: task.update(classes=["a", 1, "b"]), "class labels are not distinct"),
     # A target that is no column name: TypeError (unhashable list) in the CSV reader.

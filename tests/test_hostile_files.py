@@ -1,11 +1,12 @@
-"""Files and paths crafted to hurt (issue 25): each row of the issue's table is a test here, and
+"""Files and paths crafted to hurt: each one a hostile user tried is a test here, and
 so are the bounds the readers enforce (README, Reliability). The inputs that could cost time or
 memory (an 8 GiB sparse file, /dev/zero, a FIFO, an architecture of 200,000 layers) are tried
 in a fresh Python under an address-space limit and a timeout, so that a regression fails in
 seconds instead of hanging the suite or filling the machine's memory. The contract: every
 loader (fusedtrain.load, load_weights, fit(resume=), the command line's model and data
-readers) refuses them with a ValueError (the command line: UsageError) naming the path, in
-well under a second and without reading the file into memory."""
+readers, CSVLogger) refuses them with a ValueError (the command line:
+UsageError) naming the path, in well under a second and without reading the file into
+memory."""
 
 import io
 import json
@@ -27,10 +28,20 @@ GIB = 1 << 30
 # The child's side: runs each (loader, path) of argv[1] and prints, for each, the exception it
 # raised (or "loaded"), the seconds it took and how much the peak resident memory grew.
 LOADERS = """
+    import contextlib, io
+    from fusedtrain import __main__ as main_module
+
     def model():
         built = ft.Sequential([layers.Dense(3)], input_dim=2, seed=0)
         built.compile("sgd", "mse")
         return built
+
+    # `fusedtrain train PATH`: its exit status and what it printed to stderr, as a UsageError.
+    def train(path):
+        errors = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(errors):
+            status = main_module.main(["train", path, "--out", path + ".model.safetensors", "--no-plot"])
+        raise cli.UsageError(f"exit status {status}: {errors.getvalue()}")
 
     LOADERS = {
         "load": lambda path: ft.load(path),
@@ -44,6 +55,7 @@ LOADERS = """
         "npy": lambda path: cli._load_npy(path),
         "npz": lambda path: cli._read_npz(path, False),
         "parquet": lambda path: cli._read_frame(path),
+        "train": train,
     }
     results = []
     for loader, path in json.loads(sys.argv[1]):
@@ -70,8 +82,8 @@ def try_loaders(pairs, seconds=1.0, growth=64 << 20, timeout=60.0):
     by name, within ``seconds``, its peak memory growing by less than ``growth`` bytes."""
     results = run_bounded(LOADERS, json.dumps([[loader, str(path)] for loader, path in pairs]), timeout=timeout)
     for result in results:
-        expected = "UsageError" if result["loader"] in ("cli_model", "cli_data") or result["loader"] in DATA_READERS \
-            else "ValueError"
+        expected = "UsageError" if result["loader"] in ("cli_model", "cli_data", "train") \
+            or result["loader"] in DATA_READERS else "ValueError"
         assert result["outcome"] == expected, result
         assert result["path"] in result["message"], result
         assert result["seconds"] < seconds, result
@@ -87,6 +99,20 @@ def every_loader(make_path):
         path = make_path(suffix)
         pairs += [(reader, path), ("cli_data", path)]
     return pairs
+
+
+def grown_sparse(path, size):
+    """Extends the file at ``path`` to ``size`` bytes with a hole (zeros that take no disk);
+    skips the test where the file system would write them."""
+    with open(path, "r+b") as handle:
+        try:
+            handle.truncate(size)
+        except OSError as error:  # EFBIG: beyond the file system's largest file
+            pytest.skip(f"this file system holds no file of {size:,} bytes ({error.strerror})")
+    if os.stat(path).st_blocks * 512 > size // 2 + GIB:
+        os.remove(path)
+        pytest.skip("this file system does not keep sparse files sparse")
+    return path
 
 
 # Row 1: an 8 GB sparse file of zeros -----------------------------------------------------------
@@ -313,7 +339,8 @@ def test_an_integer_of_5000_digits(tmp_path, key):
     else:
         path = model_file(tmp_path)
     with_entry(path, key, lambda value: None, lambda text: text[:-1] + f', "extra": {HUGE}}}')
-    expected = f"{path}: the '{key}' metadata holds an integer of 5,001 digits, more than the 309 a file may hold"
+    expected = f"{path}: the '{key}' metadata holds an integer of 5,001 digits (at most 309) at extra; the file is " \
+               f"damaged"
     if key == "task":
         with pytest.raises(cli.UsageError) as info:
             cli.load_model(str(path))
@@ -323,7 +350,28 @@ def test_an_integer_of_5000_digits(tmp_path, key):
     else:
         with pytest.raises(ValueError) as info:
             ft.load(path)
-    assert str(info.value).startswith(expected)
+    assert str(info.value) == expected
+
+
+@pytest.mark.parametrize("key, change, position", [
+    ("architecture", lambda a: a["config"]["layers"][1]["config"].update(units=10**400),
+     "config.layers[1].config.units"),
+    ("compile", lambda c: c["metrics"].append(-10**400), "metrics[1]"),
+    ("inputs", lambda i: i.update(class_labels=[0, 10**400]), "class_labels[1]"),
+])
+def test_an_integer_beyond_the_bound_is_named_with_its_position(tmp_path, key, change, position):
+    """The file, the entry and the position in it, as for the strings (the README's promise)."""
+    path = model_file(tmp_path)
+    if key == "inputs":
+        header, body = split_file(path.read_bytes())
+        header["__metadata__"]["inputs"] = json.dumps({"feature_names": None, "class_labels": [0, 1],
+                                                       "preprocessor": None})
+        path.write_bytes(join_file(header, body))
+    with_entry(path, key, change)
+    with pytest.raises(ValueError) as info:
+        ft.load(path)
+    assert str(info.value) == (f"{path}: the '{key}' metadata holds an integer of 401 digits (at most 309) at "
+                               f"{position}; the file is damaged")
 
 
 def test_an_integer_of_5000_digits_in_the_header(tmp_path):
@@ -515,6 +563,34 @@ def test_a_file_whose_size_disagrees_with_its_header(tmp_path, change, match):
         ft.load(path)
 
 
+@needs_bounds
+def test_a_valid_file_followed_by_gigabytes_is_refused_before_its_tensors_are_read(tmp_path):
+    """A valid model file with 8 GiB of zeros after it: its header is read and checked, and the
+    size it implies differs from the file's, before the data is read (reading it would exceed
+    the 1 GiB bound on the loader's address space)."""
+    path = model_file(tmp_path)
+    grown_sparse(path, path.stat().st_size + 8 * GIB)
+    messages = try_loaders([(loader, path) for loader in MODEL_LOADERS])
+    for loader in MODEL_LOADERS:
+        assert f"describes 92 bytes of tensors, but {8 * GIB + 92:,} bytes follow the header" \
+            in messages[(loader, str(path))]
+
+
+@needs_bounds
+def test_a_header_that_promises_more_than_the_file_holds(tmp_path):
+    """A tensor of 8 GiB in the header of a file of a few hundred bytes: refused from the sizes
+    alone, before a buffer of the data's size is allocated."""
+    path = model_file(tmp_path)
+    header, body = split_file(path.read_bytes())
+    end = len(body)
+    header["layers.9.kernel"] = {"dtype": "F32", "shape": [2**31], "data_offsets": [end, end + 8 * GIB]}
+    path.write_bytes(join_file(header, body))
+    messages = try_loaders([(loader, path) for loader in MODEL_LOADERS])
+    for loader in MODEL_LOADERS:
+        assert f"describes {8 * GIB + 92:,} bytes of tensors, but 92 bytes follow the header" \
+            in messages[(loader, str(path))]
+
+
 @pytest.mark.parametrize("change, match", [
     # The bias over the kernel's first bytes: an overlap, and a gap where the bias was.
     (lambda h: h["layers.0.bias"].update(data_offsets=[h["layers.0.kernel"]["data_offsets"][0],
@@ -549,3 +625,91 @@ def test_npy_and_npz_headers_that_promise_more_than_the_file(tmp_path):
                             ("cli_data", tmp_path / "lying.npy")])
     assert "its header describes an array of shape (1000000000000,) and dtype float64, 8,000,000,000,000 bytes" \
         in messages[("npy", str(tmp_path / "lying.npy"))]
+
+
+@needs_bounds
+def test_npy_and_npz_arrays_larger_than_this_machine(tmp_path):
+    """A header that declares an array larger than the machine's memory, with the bytes to
+    match (a sparse .npy file; an .npz member whose entry declares that size): refused from
+    the header, before any of the data is read or a buffer allocated."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    count = memory // 8 + 2**20
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False, "shape": (count,)})
+    header = buffer.getvalue()
+    npy = tmp_path / "huge.npy"
+    npy.write_bytes(header)
+    grown_sparse(npy, len(header) + 8 * count)
+    npz = tmp_path / "huge.npz"
+    with zipfile.ZipFile(npz, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.npy", header + bytes(64))
+        # The entry declares the member's full size (zip64); its data stops short of it, which
+        # only a reader that went past the header would find.
+        archive.getinfo("x.npy").file_size = len(header) + 8 * count
+    messages = try_loaders([("npy", npy), ("cli_data", npy), ("npz", npz), ("cli_data", npz)])
+    gib = f"{8 * count / GIB:.4g} GiB, more than this machine's {memory / GIB:.4g} GiB of memory"
+    for pair in (("npy", npy), ("cli_data", npy), ("npz", npz), ("cli_data", npz)):
+        assert messages[(pair[0], str(pair[1]))] == f"{pair[1]}: holds an array of {gib}"
+
+
+# The command line's CSV reader ------------------------------------------------------------------
+
+@needs_bounds
+def test_a_csv_file_without_line_breaks(tmp_path):
+    """Text past MAX_CSV_LINE_CHARS with no line break and no NUL (past the NUL check of the
+    first 64 KiB): refused once a line exceeds the bound, rather than read whole. In a file of
+    that text alone, and in one whose text goes on as a hole to 8 GiB (zeros the reader never
+    reaches: it stops at the bound)."""
+    text = b"1," * ((cli.MAX_CSV_LINE_CHARS + 2**16) // 2)
+    long = tmp_path / "long.csv"
+    long.write_bytes(text)
+    sparse = tmp_path / "sparse.csv"
+    sparse.write_bytes(text)
+    grown_sparse(sparse, 8 * GIB)
+    pairs = [(loader, path) for path in (long, sparse) for loader in ("csv", "cli_data", "train")]
+    messages = try_loaders(pairs)
+    for loader, path in pairs:
+        expected = f"{path}, line 1: longer than 16,777,216 characters (a file without line breaks is no CSV file)"
+        if loader == "train":
+            expected = f"exit status 2: fusedtrain: error: {expected}\n"
+        assert messages[(loader, str(path))] == expected
+    assert not (tmp_path / "long.csv.model.safetensors").exists()
+
+
+# A log that training continues --------------------------------------------------------------------
+
+def logged_fit(path, append):
+    model = ft.Sequential([layers.Dense(2)], input_dim=3, seed=0)
+    model.compile("sgd", "mse")
+    model.fit(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32), epochs=2, verbose=0,
+              callbacks=[cb.CSVLogger(path, append=append)])
+
+
+@needs_bounds
+@pytest.mark.parametrize("append", [True, False])
+def test_csv_logger_writes_to_regular_files_only(tmp_path, append):
+    """CSVLogger writes its log, and with append=True reads the log it continues first: a FIFO
+    with no reader blocked the opening, one with no writer the reading, /dev/zero never ended
+    it. Refused by name at once, like the loaders."""
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+    zero = tmp_path / "zero.csv"
+    zero.symlink_to("/dev/zero")
+    for path, kind in ((fifo, "a FIFO (named pipe)"), ("/dev/zero", "a character device"),
+                       (zero, "a character device"), (folder, "a folder")):
+        with bounded(seconds=5):
+            with pytest.raises(ValueError) as info:
+                logged_fit(path, append)
+        assert str(info.value) == f"{path}: is {kind}, not a regular file; CSVLogger writes only to regular files"
+    assert os.listdir(folder) == []
+    if not append:
+        return
+    # A regular file goes on under its header, read from its first line alone.
+    log = tmp_path / "log.csv"
+    logged_fit(log, append)
+    logged_fit(log, append)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 5 and lines[0] == "epoch,loss,lr" and [line.split(",")[0] for line in lines[1:]] == \
+        ["0", "1", "0", "1"]

@@ -343,11 +343,59 @@ def test_tensors_that_do_not_fit(saved, change, match):
      "file format version 2; this fusedtrain .* reads format versions up to 1. Upgrade fusedtrain"),
     (lambda m: m.update({"format_version": "one"}), "format_version 'one' is not a positive integer"),
     (lambda m: m.update({"format": "fusedtrain.optimizer"}), "unknown fusedtrain file kind 'fusedtrain.optimizer'"),
+    # The entries that are no JSON: printable, and bounded like names (the format and the
+    # versions) or by the header alone (the entries of save(metadata=...)).
+    (lambda m: m.update({"format_version": "1\x1b[2J"}),
+     r"the metadata's 'format_version' entry holds a character that is not printable \('\\x1b'\) at index 1; "
+     r"the file is damaged"),
+    (lambda m: m.update({"format_version": "1" * 257}),
+     r"the metadata's 'format_version' entry holds 257 characters \(at most 256\)"),
+    (lambda m: m.update({"fusedtrain_version": "0.1.0\n"}),
+     r"the metadata's 'fusedtrain_version' entry holds a character that is not printable \('\\n'\) at index 5"),
+    (lambda m: m.update({"fusedtrain_version": "9" * 300}),
+     r"the metadata's 'fusedtrain_version' entry holds 300 characters \(at most 256\)"),
+    (lambda m: m.update({"format": "fusedtrain." + "x" * 250}),
+     r"the metadata's 'format' entry holds 261 characters \(at most 256\)"),
+    (lambda m: m.update({"note": "tab\there"}),
+     r"the metadata's 'note' entry holds a character that is not printable \('\\t'\) at index 3"),
+    # Messages quote the entries shortened.
+    (lambda m: m.update({"format_version": "v" * 200}),
+     r"format_version 'v{40}'\.\.\. \(200 characters\) is not a positive integer"),
+    (lambda m: m.update({"format_version": "2", "fusedtrain_version": "9." * 100}),
+     r"written by fusedtrain (9\.){20}\.\.\. \(200 characters\) in file format version 2"),
+    (lambda m: m.update({"format": "fusedtrain." + "y" * 200}),
+     r"unknown fusedtrain file kind 'fusedtrain\.y{29}'\.\.\. \(211 characters\); expected one of"),
 ])
 def test_metadata_that_cannot_be_read(saved, change, match):
     path, target, before = saved
     rewrite(path, change_metadata=change)
     expect_rejected(path, target, before, match)
+    with pytest.raises(ValueError) as info:
+        ft.load(path)
+    assert str(info.value).startswith(f"{path}: ") and len(str(info.value)) < 500
+
+
+def test_the_metadata_entries_a_file_may_hold(saved, tmp_path):
+    """An entry of save(metadata=...) of any length the header holds (the command line's task
+    with thousands of class labels, say) saves and loads if printable; one with a character that
+    is not printable is not saved. Another program's file keeps its metadata unread: its weights
+    load whatever its entries hold."""
+    path, target, _ = saved
+    model = ft.load(path)
+    longest = "é" * (4 * serialization.MAX_TEXT_CHARS)
+    serialization.save(model, tmp_path / "longest.safetensors", metadata={"note": longest})
+    stored = serialization.read(tmp_path / "longest.safetensors")
+    assert stored.metadata["note"] == longest
+    for value, match in (("line\nbreak", r"metadata: the entry 'note' holds a character that is not printable "
+                                         r"\('\\n'\) at index 4; an entry holds printable characters only"),
+                         ("\ud800", r"a character that is not printable \('\\ud800'\) at index 0")):
+        with pytest.raises(ValueError, match=match):
+            serialization.save(model, tmp_path / "refused.safetensors", metadata={"note": value})
+        assert not (tmp_path / "refused.safetensors").exists()
+    save_file({key: np.ascontiguousarray(value) for key, value in serialization.layer_tensors(model).items()},
+              str(tmp_path / "foreign.safetensors"), metadata={"notes": "line\nbreak\x00" + "x" * 200_000})
+    target.load_weights(tmp_path / "foreign.safetensors")
+    assert_same_weights(target.get_weights(), model.get_weights())
 
 
 def architecture_change(change):
@@ -479,6 +527,34 @@ def test_an_interrupt_during_the_write(previous, monkeypatch):
     monkeypatch.setattr(serialization, "_write_all", interrupted)
     with pytest.raises(KeyboardInterrupt):
         model.save(path)
+    assert_previous_intact(path, contents)
+
+
+BEYOND_THE_HEADER = "the file's header would take more than the 100,000,000 bytes a reader accepts"
+
+
+def test_a_header_beyond_the_bound_is_not_written(previous, monkeypatch):
+    """800 entries of MAX_TEXT_CHARS characters: each within its own bound, together a header
+    of about 105 MB, which no reader accepts. Refused when the file is encoded, before anything
+    is written: by safetensors' encoder (version 0.8 refuses it), or by the size check after it."""
+    path, contents, model = previous
+    entry = "x" * serialization.MAX_TEXT_CHARS
+    metadata = {f"note{index}": entry for index in range(800)}
+    with pytest.raises(ValueError, match=f"^{BEYOND_THE_HEADER}.*metadata entries too large; nothing was saved"):
+        serialization.save(model, path, metadata=metadata)
+    assert_previous_intact(path, contents)
+    # An encoder that writes any header: the size check.
+    import safetensors.numpy
+
+    def encode_with_a_large_header(tensors, metadata=None):
+        return (serialization.MAX_HEADER_BYTES + 8).to_bytes(8, "little") + b" " * 16
+
+    monkeypatch.setattr(safetensors.numpy, "save", encode_with_a_large_header)
+    with pytest.raises(ValueError, match=f"^{BEYOND_THE_HEADER} \\(100,000,008 bytes\\): a training history"):
+        model.save(path)
+    with pytest.raises(ValueError, match=f"^{BEYOND_THE_HEADER} \\(100,000,008 bytes\\)"):
+        model.save_checkpoint(path)
+    monkeypatch.undo()
     assert_previous_intact(path, contents)
 
 

@@ -177,21 +177,11 @@ def _read_npy(stream: BinaryIO, available: int, name: str, kind: str) -> np.ndar
     than the machine's memory is refused before any of its data is read."""
     unreadable = f"{name}: not a readable {kind} file"
     try:
-        version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
-        else:
-            raise ValueError(f".npy format version {version[0]}.{version[1]}, expected 1.0 or 2.0")
-        if dtype.hasobject:
-            raise UsageError(f"{name}: holds Python objects (a pickled array); save numbers or strings")
-        size = math.prod(shape) * dtype.itemsize
-        after_header = available - stream.tell()
-        if size != after_header:
-            raise UsageError(f"{unreadable}: its header describes an array of shape {shape} and dtype {dtype}, "
-                             f"{size:,} bytes, but {after_header:,} bytes follow the header (a truncated or damaged "
-                             f"file)")
+        try:
+            offset = _files.npy_layout(stream, available)[3]
+        except _files.NpyObjects as error:
+            raise UsageError(f"{name}: {error}; save numbers or strings") from None
+        size = available - offset
         memory = _physical_memory()
         if memory is not None and size > memory:
             raise UsageError(f"{name}: holds an array of {size / 2**30:.4g} GiB, more than this machine's "

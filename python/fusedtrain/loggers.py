@@ -9,13 +9,14 @@ imported when such a callback is made (``pip install "fusedtrain[tensorboard]"``
 from __future__ import annotations
 
 import csv
+import io
 import math
 import numbers
 import os
 import tempfile
 from typing import Any, Dict, List, Optional
 
-from . import distributed
+from . import _files, distributed
 from .callbacks import Callback
 from .ops import _checks
 
@@ -80,14 +81,22 @@ class CSVLogger(Callback):
             os.makedirs(folder, exist_ok=True)
         header = True
         self.keys = None
-        if self.append and os.path.exists(self.filename):
-            with open(self.filename, newline="", encoding="utf-8") as existing:
-                rows = list(csv.reader(existing, delimiter=self.separator))
-            if rows:
+        # A regular file only, checked before it is opened: a FIFO would block the opening or
+        # the reading below, a device such as /dev/zero never end it (ValueError naming the path).
+        binary = _files.open_writing(self.filename, "CSVLogger", self.append)
+        if self.append:
+            try:
+                existing, _ = _files.open_regular(self.filename)
+                with io.TextIOWrapper(existing, encoding="utf-8", newline="") as text:
+                    first = next(csv.reader(text, delimiter=self.separator), None)
+            except BaseException:
+                binary.close()
+                raise
+            if first is not None:
                 # Continue with the existing columns (a resumed run logs the same values).
                 header = False
-                self.keys = rows[0][1:]
-        self._file = open(self.filename, "a" if self.append else "w", newline="", encoding="utf-8")
+                self.keys = first[1:]
+        self._file = io.TextIOWrapper(binary, encoding="utf-8", newline="")
         self._header = header
 
     def on_epoch_end(self, epoch, logs=None):

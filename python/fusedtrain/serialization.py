@@ -69,6 +69,11 @@ _RESUME_IGNORED_SETTINGS = ("name", "trainable", "kernel_initializer", "bias_ini
 # The metadata entries fusedtrain writes itself; save(metadata=...) may add others.
 _RESERVED_METADATA = ("format", "format_version", "fusedtrain_version", "architecture", "compile", "training",
                       "inputs")
+# Those that hold JSON, and those that hold a short token (at most MAX_NAME_CHARS characters);
+# any other entry (save(metadata=...)'s, such as the command line's task with its class labels)
+# is printable, its length bounded by the header's alone.
+_JSON_METADATA = ("architecture", "compile", "training", "inputs")
+_TOKEN_METADATA = ("format", "format_version", "fusedtrain_version")
 # What the built-in callbacks keep (their get_state), key by key: the kinds of value (as
 # _value_kind names them) each key may hold, so that resume refuses a damaged state before
 # training rather than failing in the middle of an epoch. Another callback's set_state checks
@@ -174,7 +179,7 @@ def _not_saved_error(error: OSError, path: str) -> OSError:
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own reader refuses longer headers
 MAX_LAYERS = 10_000
 MAX_UNITS = 2**24  # the units of a layer and the model's input size
-MAX_NAME_CHARS = check.MAX_NAME_CHARS  # layer, model, tensor and metadata names; printable
+MAX_NAME_CHARS = check.MAX_NAME_CHARS  # names (layers, model, tensors, metadata keys), versions; printable
 MAX_TEXT_CHARS = 131_072  # any other string in the metadata: Python's csv field limit
 MAX_NESTING = 64  # JSON arrays and objects in one another
 MAX_INTEGER_DIGITS = 309  # every finite float64 written as an integer (class labels can be)
@@ -211,9 +216,14 @@ class StoredFile:
         return decode_json(text, self.source, key)
 
 
+def _digits(text: str) -> int:
+    return len(text) - text.startswith("-")
+
+
 class _IntegerTooLong(Exception):
-    """Raised by the JSON decoder on an integer of more than MAX_INTEGER_DIGITS digits, before
-    Python converts it (which takes time quadratic in the digits, and fails past 4,300)."""
+    """Raised by the header's JSON decoder on an integer of more than MAX_INTEGER_DIGITS
+    digits, before Python converts it (which takes time quadratic in the digits, and fails
+    past 4,300)."""
 
     def __init__(self, digits: int):
         super().__init__(digits)
@@ -221,10 +231,25 @@ class _IntegerTooLong(Exception):
 
 
 def _bounded_integer(text: str) -> int:
-    digits = len(text) - text.startswith("-")
+    digits = _digits(text)
     if digits > MAX_INTEGER_DIGITS:
         raise _IntegerTooLong(digits)
     return int(text)
+
+
+class _LongInteger:
+    """What a metadata entry's JSON decoder gives in place of an integer of more than
+    MAX_INTEGER_DIGITS digits, unconverted: json_problem then finds it and names its position."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+
+def _integer_or_mark(text: str) -> Any:
+    digits = _digits(text)
+    return _LongInteger(digits) if digits > MAX_INTEGER_DIGITS else int(text)
 
 
 def _too_long_message(digits: int) -> str:
@@ -233,14 +258,12 @@ def _too_long_message(digits: int) -> str:
 
 def decode_json(text: str, source: str, key: str) -> Any:
     """The metadata entry ``key`` (JSON ``text``) decoded and checked by json_problem: a
-    ValueError naming ``source`` and ``key`` for invalid JSON, an integer beyond
-    MAX_INTEGER_DIGITS digits, a string beyond MAX_TEXT_CHARS or with a lone surrogate, or
-    nesting beyond MAX_NESTING."""
+    ValueError naming ``source`` and ``key`` for invalid JSON, and naming the position in it
+    too for an integer beyond MAX_INTEGER_DIGITS digits, a string beyond MAX_TEXT_CHARS or
+    with a lone surrogate, or nesting beyond MAX_NESTING."""
     where = f"{source}: the {key!r} metadata"
     try:
-        value = json.loads(text, parse_int=_bounded_integer)
-    except _IntegerTooLong as error:
-        raise ValueError(f"{where} {_too_long_message(error.digits)}; the file is damaged") from None
+        value = json.loads(text, parse_int=_integer_or_mark)
     except (json.JSONDecodeError, RecursionError) as error:
         # RecursionError: arrays or objects nested thousands deep.
         raise ValueError(f"{where} is not valid JSON ({error}); the file is damaged") from None
@@ -260,6 +283,8 @@ def _value_problem(value: Any) -> Optional[str]:
             return f"a string with a lone surrogate (\\u{ord(surrogate.group()):04x}), which is no character"
     elif isinstance(value, int) and not isinstance(value, bool) and not -_INTEGER_LIMIT < value < _INTEGER_LIMIT:
         return f"an integer of more than {MAX_INTEGER_DIGITS} digits"
+    elif isinstance(value, _LongInteger):
+        return f"an integer of {value.digits:,} digits (at most {MAX_INTEGER_DIGITS})"
     return None
 
 
@@ -330,6 +355,7 @@ def _read_safetensors(handle: BinaryIO, size: int, source: str) -> StoredFile:
     metadata = _header_metadata(header, unreadable)
     file_format = metadata.get("format")
     if isinstance(file_format, str) and file_format.startswith("fusedtrain."):
+        _check_text_entries(metadata, source)
         _check_version(metadata, file_format, source)
     else:
         file_format = None
@@ -434,6 +460,38 @@ def _tensor(data: bytearray, name: str, dtype: str, shape: List[int], begin: int
     return array
 
 
+def _text_problem(value: str, limit: Optional[int]) -> Optional[str]:
+    """What makes ``value``, a metadata entry that is no JSON (a version, an entry of
+    save(metadata=...)), unfit for a file, or None: more than ``limit`` characters (None: no
+    bound but the header's), or one that is not printable (a control character, a line break, a
+    lone surrogate)."""
+    if limit is not None and len(value) > limit:
+        return f"{len(value):,} characters (at most {limit:,})"
+    if not value.isprintable():
+        index, character = next((index, character) for index, character in enumerate(value)
+                                if not character.isprintable())
+        return f"a character that is not printable ({character!r}) at index {index}"
+    return None
+
+
+def _text_limit(key: str) -> Optional[int]:
+    """The most characters the metadata entry ``key`` may hold, when it is no JSON entry
+    (None: as many as the header holds)."""
+    return MAX_NAME_CHARS if key in _TOKEN_METADATA else None
+
+
+def _check_text_entries(metadata: Dict[str, str], source: str) -> None:
+    """Refuses a fusedtrain file whose metadata entries that are no JSON (its format, the
+    versions, the entries of save(metadata=...)) are not printable strings within their bound:
+    messages quote them. The JSON entries are checked as they are decoded (decode_json)."""
+    for key, value in metadata.items():
+        if key in _JSON_METADATA:
+            continue
+        problem = _text_problem(value, _text_limit(key))
+        if problem:
+            raise ValueError(f"{source}: the metadata's {key!r} entry holds {problem}; the file is damaged")
+
+
 def _check_version(metadata: Dict[str, str], file_format: str, source: str) -> None:
     # Weight files written before format_version existed are version 1.
     text = metadata.get("format_version", "1")
@@ -442,15 +500,17 @@ def _check_version(metadata: Dict[str, str], file_format: str, source: str) -> N
     except ValueError:
         version = 0
     if version < 1:
-        raise ValueError(f"{source}: the metadata's format_version {text!r} is not a positive integer; "
-                         f"the file is damaged")
+        raise ValueError(f"{source}: the metadata's format_version {check.shown(text, 40)} is not a positive "
+                         f"integer; the file is damaged")
     if version > FORMAT_VERSION:
         writer = metadata.get("fusedtrain_version", "a newer version")
+        if len(writer) > 40:
+            writer = f"{writer[:40]}... ({len(writer):,} characters)"
         raise ValueError(f"{source}: written by fusedtrain {writer} in file format version {version}; this "
                          f"fusedtrain ({__version__}) reads format versions up to {FORMAT_VERSION}. Upgrade "
                          f"fusedtrain (pip install --upgrade fusedtrain) to read it")
     if file_format not in _FORMATS:
-        raise ValueError(f"{source}: unknown fusedtrain file kind {file_format!r}; expected one of "
+        raise ValueError(f"{source}: unknown fusedtrain file kind {check.shown(file_format, 40)}; expected one of "
                          f"{', '.join(_FORMATS)}")
 
 
@@ -739,15 +799,24 @@ def _json_entry(value: Any, key: str) -> str:
 
 def _encode(tensors: Dict[str, np.ndarray], metadata: Dict[str, str]) -> bytes:
     """The bytes of a safetensors file; ValueError when its header would exceed
-    MAX_HEADER_BYTES, which no reader would accept."""
+    MAX_HEADER_BYTES, which no reader would accept. safetensors' encoder may refuse such a
+    header itself (SafetensorError "header too large", as version 0.8 does): the same
+    ValueError then, and the size is checked here all the same."""
+    from safetensors import SafetensorError
     from safetensors.numpy import save as encode
 
-    data = encode(tensors, metadata=metadata)
-    header_size = int.from_bytes(data[:8], "little")
-    if header_size > MAX_HEADER_BYTES:
-        raise ValueError(f"the file's header would take {header_size:,} bytes, more than the {MAX_HEADER_BYTES:,} a "
-                         f"reader accepts (a training history, class labels or a table preprocessor too large); "
-                         f"nothing was saved")
+    try:
+        data = encode(tensors, metadata=metadata)
+        header_size = int.from_bytes(data[:8], "little")
+    except SafetensorError as error:
+        if "header too large" not in str(error):
+            raise
+        header_size = None
+    if header_size is None or header_size > MAX_HEADER_BYTES:
+        size = "" if header_size is None else f" ({header_size:,} bytes)"
+        raise ValueError(f"the file's header would take more than the {MAX_HEADER_BYTES:,} bytes a reader accepts"
+                         f"{size}: a training history, class labels, a table preprocessor or metadata entries too "
+                         f"large; nothing was saved")
     return data
 
 
@@ -806,8 +875,10 @@ def model_bytes(model, metadata: Optional[Dict[str, str]] = None) -> bytes:
         if key in _RESERVED_METADATA:
             raise ValueError(f"metadata: {key!r} is one of fusedtrain's own entries ({', '.join(_RESERVED_METADATA)})")
         check.name(key, "metadata: a key")
-        if _SURROGATE.search(value):
-            raise ValueError(f"metadata: the entry {key!r} holds a lone surrogate, which no file can store")
+        problem = _text_problem(value, None)
+        if problem:
+            raise ValueError(f"metadata: the entry {key!r} holds {problem}; an entry holds printable characters "
+                             f"only")
         entries[key] = value
     tensors = {key: np.ascontiguousarray(model.backend.to_host(value))
                for key, value in layer_tensors(model).items()}
