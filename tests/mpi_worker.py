@@ -75,6 +75,23 @@ elif SCENARIO == "die":
                 os.kill(os.getpid(), signal.SIGKILL)
 
     model().fit(x, y, epochs=50, batch_size=16, verbose=0, callbacks=[DieOnRankOne()])
+elif SCENARIO == "diverge":
+    class PerturbOnRankOne(callbacks.Callback):
+        # After epoch 1's check: the next epoch's end finds the weights differ.
+        def on_epoch_end(self, epoch, logs=None):
+            if WORLD.rank == 1 and epoch == 0:
+                self.model.parameters[0] += 1.0
+
+    model().fit(x, y, epochs=50, batch_size=16, verbose=0, callbacks=[PerturbOnRankOne()])
+elif SCENARIO == "writes":
+    # Each rank runs in a folder of its own (mpiexec -wdir) and every path is relative: a file
+    # written by a rank other than 0 lands in that rank's folder.
+    network = model()
+    network.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[
+        callbacks.CSVLogger("log.csv"), callbacks.ModelCheckpoint("best.safetensors", monitor="loss")])
+    network.save("model.safetensors")
+    network.save_weights("weights.safetensors")
+    network.save_checkpoint("checkpoint.safetensors")
 elif SCENARIO in ("standin-cpu", "standin-gpu"):
     device = "cpu"
     if SCENARIO == "standin-gpu":

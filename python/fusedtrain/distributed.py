@@ -28,6 +28,9 @@ In a world of N, ``Sequential.fit`` is synchronous data parallelism:
 - Dropout draws its masks per rank (each rank's rows are other samples).
 - A rank that raises ends the whole job: ``init`` installs an exception hook that prints the
   error with the rank's number and aborts the MPI job (no rank is left waiting in a collective).
+  A rank killed by a signal prints nothing; the launcher ends the job and names the process
+  (MPICH's ``mpiexec``: its PID and host), so each rank says on joining which process it is
+  (``fusedtrain: rank 1 of 2 is process 4242 on node7``, one line on stderr per rank).
 """
 
 from __future__ import annotations
@@ -41,9 +44,13 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-# Environment variables by which MPI launchers (MPICH's hydra, Open MPI, PMIx, Slurm) tell a
-# process its world size.
-_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_WORLDSIZE", "SLURM_NTASKS")
+from . import _files
+
+# Environment variables by which MPI launchers (MPICH's hydra, Open MPI, PMIx, Slurm's srun) tell
+# a process its world size. Slurm's is the step's task count, which srun sets for the tasks it
+# starts: SLURM_NTASKS is set in the whole allocation (salloc's shell, sbatch's script), where a
+# plain ``python script.py`` is still a world of one.
+_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_WORLDSIZE", "SLURM_STEP_NUM_TASKS")
 _LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_LOCAL_RANK", "SLURM_LOCALID")
 
 _lock = threading.Lock()
@@ -169,6 +176,11 @@ def init() -> World:
         comm = MPI.COMM_WORLD
         world = World(comm.Get_rank(), comm.Get_size(), comm)
         if world.size > 1:
+            # A rank killed by a signal cannot say so, and the launcher names its process, not
+            # its rank: each rank says which process it is while it can (no collective: a rank
+            # may join before the others).
+            print(f"fusedtrain: rank {world.rank} of {world.size} is process {os.getpid()} on "
+                  f"{MPI.Get_processor_name()}", file=sys.stderr, flush=True)
             _install_abort_hook(world)
         _world = world
         return world
@@ -219,5 +231,21 @@ def shard(array: Any, rank: Optional[int] = None, size: Optional[int] = None) ->
 
 def load_shard(path: Any, rank: Optional[int] = None, size: Optional[int] = None) -> np.ndarray:
     """This rank's block of rows of the .npy file ``path``, memory-mapped (rows are read from
-    disk when used): what ``fit(..., sharded=True)`` takes for data no machine holds whole."""
-    return shard(np.load(os.fspath(path), mmap_mode="r"), rank, size)
+    disk when used): what ``fit(..., sharded=True)`` takes for data no machine holds whole.
+    Only a regular file is opened: a folder, a FIFO or a device raises ValueError at once."""
+    return shard(_map_npy(os.fspath(path)), rank, size)
+
+
+def _map_npy(path: str) -> np.memmap:
+    """The array of the .npy file ``path``, memory-mapped read-only from the descriptor that
+    _files.open_regular checked (so the file mapped is the regular file checked)."""
+    handle, available = _files.open_regular(path)
+    with handle:
+        try:
+            shape, fortran_order, dtype, offset = _files.npy_layout(handle, available)
+        except _files.NpyObjects as error:
+            raise ValueError(f"{path}: {error}, which cannot be memory-mapped") from None
+        except ValueError as error:
+            raise ValueError(f"{path}: not a readable .npy file ({error})") from None
+        return np.memmap(handle, dtype=dtype, mode="r", shape=shape, order="F" if fortran_order else "C",
+                         offset=offset)
