@@ -4,7 +4,7 @@ memory (an 8 GiB sparse file, /dev/zero, a FIFO, an architecture of 200,000 laye
 in a fresh Python under an address-space limit and a timeout, so that a regression fails in
 seconds instead of hanging the suite or filling the machine's memory. The contract: every
 loader (fusedtrain.load, load_weights, fit(resume=), the command line's model and data
-readers, CSVLogger) refuses them with a ValueError (the command line:
+readers, CSVLogger(append=True)) refuses them with a ValueError (the command line:
 UsageError) naming the path, in well under a second and without reading the file into
 memory."""
 
@@ -678,19 +678,17 @@ def test_a_csv_file_without_line_breaks(tmp_path):
 
 # A log that training continues --------------------------------------------------------------------
 
-def logged_fit(path, append):
+def logged_fit(path):
     model = ft.Sequential([layers.Dense(2)], input_dim=3, seed=0)
     model.compile("sgd", "mse")
     model.fit(np.ones((4, 3), np.float32), np.ones((4, 2), np.float32), epochs=2, verbose=0,
-              callbacks=[cb.CSVLogger(path, append=append)])
+              callbacks=[cb.CSVLogger(path, append=True)])
 
 
 @needs_bounds
-@pytest.mark.parametrize("append", [True, False])
-def test_csv_logger_writes_to_regular_files_only(tmp_path, append):
-    """CSVLogger writes its log, and with append=True reads the log it continues first: a FIFO
-    with no reader blocked the opening, one with no writer the reading, /dev/zero never ended
-    it. Refused by name at once, like the loaders."""
+def test_csv_logger_appends_to_regular_files_only(tmp_path):
+    """CSVLogger(append=True) reads the log it continues: a FIFO with no writer blocked that
+    reading, /dev/zero never ended it. Refused by name at once, like the loaders."""
     fifo = tmp_path / "pipe.csv"
     os.mkfifo(fifo)
     folder = tmp_path / "folder.csv"
@@ -701,15 +699,14 @@ def test_csv_logger_writes_to_regular_files_only(tmp_path, append):
                        (zero, "a character device"), (folder, "a folder")):
         with bounded(seconds=5):
             with pytest.raises(ValueError) as info:
-                logged_fit(path, append)
-        assert str(info.value) == f"{path}: is {kind}, not a regular file; CSVLogger writes only to regular files"
+                logged_fit(path)
+        assert str(info.value) == f"{path}: is {kind}, not a regular file; CSVLogger(append=True) appends only to " \
+                                  f"regular files"
     assert os.listdir(folder) == []
-    if not append:
-        return
     # A regular file goes on under its header, read from its first line alone.
     log = tmp_path / "log.csv"
-    logged_fit(log, append)
-    logged_fit(log, append)
+    logged_fit(log)
+    logged_fit(log)
     lines = log.read_text().splitlines()
     assert len(lines) == 5 and lines[0] == "epoch,loss,lr" and [line.split(",")[0] for line in lines[1:]] == \
         ["0", "1", "0", "1"]

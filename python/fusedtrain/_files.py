@@ -21,7 +21,7 @@ import numpy as np
 _NONBLOCKING = getattr(os, "O_NONBLOCK", 0)
 _COMMON_FLAGS = _NONBLOCKING | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 _READ_FLAGS = os.O_RDONLY | _COMMON_FLAGS
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | _COMMON_FLAGS
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _COMMON_FLAGS
 
 
 def kind_of(mode: int) -> str:
@@ -78,13 +78,12 @@ def open_regular(path: str) -> Tuple[BinaryIO, int]:
     return _open_checked(path, _READ_FLAGS, "rb", "fusedtrain reads only regular files")
 
 
-def open_writing(path: str, writer: str, append: bool) -> BinaryIO:
-    """The regular file ``path`` open for writing (binary; ``append``: at its end, else
-    emptied), created when missing. Anything else raises ValueError as open_regular does,
-    naming ``writer`` (what writes to it); a FIFO swapped in after the check makes ``open`` fail
+def open_appending(path: str, writer: str) -> BinaryIO:
+    """The regular file ``path`` open for appending (binary), created when missing: what a log
+    that is read before it goes on needs. Anything else raises ValueError as open_regular does,
+    naming ``writer`` (what appends to it); a FIFO swapped in after the check makes ``open`` fail
     at once (ENXIO, no reader) or is refused on the open descriptor, never blocks."""
-    flags = _WRITE_FLAGS | (os.O_APPEND if append else os.O_TRUNC)
-    return _open_checked(path, flags, "ab" if append else "wb", f"{writer} writes only to regular files")[0]
+    return _open_checked(path, _APPEND_FLAGS, "ab", f"{writer} appends only to regular files")[0]
 
 
 def read_exactly(handle: BinaryIO, count: int, source: str) -> bytearray:

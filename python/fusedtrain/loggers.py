@@ -81,10 +81,11 @@ class CSVLogger(Callback):
             os.makedirs(folder, exist_ok=True)
         header = True
         self.keys = None
-        # A regular file only, checked before it is opened: a FIFO would block the opening or
-        # the reading below, a device such as /dev/zero never end it (ValueError naming the path).
-        binary = _files.open_writing(self.filename, "CSVLogger", self.append)
         if self.append:
+            # A regular file only, checked before it is opened: a FIFO would block the reading
+            # below, a device such as /dev/zero never end it (ValueError naming the path). A new
+            # log is written as any program writes a file (a FIFO waits for its reader).
+            binary = _files.open_appending(self.filename, "CSVLogger(append=True)")
             try:
                 existing, _ = _files.open_regular(self.filename)
                 with io.TextIOWrapper(existing, encoding="utf-8", newline="") as text:
@@ -96,7 +97,9 @@ class CSVLogger(Callback):
                 # Continue with the existing columns (a resumed run logs the same values).
                 header = False
                 self.keys = first[1:]
-        self._file = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+            self._file = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+        else:
+            self._file = open(self.filename, "w", newline="", encoding="utf-8")
         self._header = header
 
     def on_epoch_end(self, epoch, logs=None):
