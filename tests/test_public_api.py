@@ -62,6 +62,25 @@ def test_import_makes_no_cuda_call():
         assert mapped_after_info == "True"
 
 
+def test_import_loads_no_optional_or_display_library():
+    """``import fusedtrain`` leaves out what only some calls need: pandas (tables), tqdm (the
+    progress bar of verbose=1, imported by its first bar), scikit-learn, onnx, mpi4py. A verbose
+    fit then draws its bar with tqdm, and a verbose message goes through it."""
+    loaded, after_fit = _run_python("""
+        import sys
+        import fusedtrain
+        optional = ("pandas", "tqdm", "sklearn", "onnx", "mpi4py")
+        print(",".join(name for name in optional if name in sys.modules) or "none")
+        import numpy as np
+        model = fusedtrain.Sequential([fusedtrain.layers.Dense(1)], input_dim=2, seed=0)
+        model.compile("sgd", "mse")
+        model.fit(np.ones((4, 2), np.float32), np.ones((4, 1), np.float32), epochs=1, verbose=1)
+        print("tqdm" in sys.modules)
+    """)[-2:]
+    assert loaded == "none"
+    assert after_fit == "True"
+
+
 @pytest.mark.parametrize("module", [ft, ops], ids=["fusedtrain", "fusedtrain.ops"])
 def test_every_name_in_all_exists_once(module):
     assert len(module.__all__) == len(set(module.__all__))

@@ -13,8 +13,6 @@ import numbers
 import sys
 import time
 
-from tqdm import tqdm
-
 from .callbacks import Callback
 from .ops import _checks
 
@@ -64,6 +62,9 @@ class ProgressLogger(Callback):
         self._close_bar()
         self._epoch_start = time.perf_counter()
         if self.verbose == 1:
+            # Imported by the first bar, not by ``import fusedtrain`` (it takes about 50 ms).
+            from tqdm import tqdm
+
             self._bar = tqdm(total=self.steps, desc=self._title(epoch), unit="batch",
                              leave=True, dynamic_ncols=True)
 

@@ -17,11 +17,11 @@ import math
 import numbers
 import os
 import string
+import sys
 import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm import tqdm
 
 from .ops import _checks
 
@@ -61,8 +61,14 @@ def __getattr__(name):
 
 
 def _message(text: str) -> None:
-    """Prints a verbose message on stdout without breaking an open progress bar."""
-    tqdm.write(text)
+    """Prints a verbose message on stdout without breaking an open progress bar: through tqdm
+    where it is imported (by a bar, or by the user's own code), else no bar can be open, and
+    print does (so that ``import fusedtrain`` does not import tqdm)."""
+    progress = sys.modules.get("tqdm")
+    if progress is None:
+        print(text)
+    else:
+        progress.tqdm.write(text)
 
 
 def _verbosity(value) -> int:
