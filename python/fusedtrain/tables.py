@@ -525,7 +525,7 @@ class TablePreprocessor:
             _check_plan(plan, index)
             plans.append(plan)
         names = [plan.name for plan in plans]
-        repeated = sorted({name for name in names if names.count(name) > 1})
+        repeated = sorted(name for name, count in Counter(names).items() if count > 1)
         if repeated:
             raise ValueError(f"preprocessor: columns: two plans name the column {repeated[0]!r}")
         if all(plan.kind == "dropped" for plan in plans):
