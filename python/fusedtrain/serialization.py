@@ -69,10 +69,10 @@ _RESUME_IGNORED_SETTINGS = ("name", "trainable", "kernel_initializer", "bias_ini
 # The metadata entries fusedtrain writes itself; save(metadata=...) may add others.
 _RESERVED_METADATA = ("format", "format_version", "fusedtrain_version", "architecture", "compile", "training",
                       "inputs")
-# Those that hold JSON, and those that hold a short token (at most MAX_NAME_CHARS characters);
-# any other entry (save(metadata=...)'s, such as the command line's task with its class labels)
-# is printable, its length bounded by the header's alone.
-_JSON_METADATA = ("architecture", "compile", "training", "inputs")
+# Those that hold a short token (at most MAX_NAME_CHARS printable characters), which messages
+# quote; the JSON entries are checked as they are decoded, and any other entry (save(metadata=...)'s,
+# such as the command line's task with its class labels) is the user's text, no lone surrogate, as
+# long as the header holds.
 _TOKEN_METADATA = ("format", "format_version", "fusedtrain_version")
 # What the built-in callbacks keep (their get_state), key by key: the kinds of value (as
 # _value_kind names them) each key may hold, so that resume refuses a damaged state before
@@ -460,12 +460,12 @@ def _tensor(data: bytearray, name: str, dtype: str, shape: List[int], begin: int
     return array
 
 
-def _text_problem(value: str, limit: Optional[int]) -> Optional[str]:
-    """What makes ``value``, a metadata entry that is no JSON (a version, an entry of
-    save(metadata=...)), unfit for a file, or None: more than ``limit`` characters (None: no
-    bound but the header's), or one that is not printable (a control character, a line break, a
-    lone surrogate)."""
-    if limit is not None and len(value) > limit:
+def _token_problem(value: str) -> Optional[str]:
+    """What makes ``value``, the format or a version entry, unfit for a file, or None: more
+    than MAX_NAME_CHARS characters, or one that is not printable (a control character, a line
+    break, a lone surrogate)."""
+    limit = MAX_NAME_CHARS
+    if len(value) > limit:
         return f"{len(value):,} characters (at most {limit:,})"
     if not value.isprintable():
         index, character = next((index, character) for index, character in enumerate(value)
@@ -474,20 +474,13 @@ def _text_problem(value: str, limit: Optional[int]) -> Optional[str]:
     return None
 
 
-def _text_limit(key: str) -> Optional[int]:
-    """The most characters the metadata entry ``key`` may hold, when it is no JSON entry
-    (None: as many as the header holds)."""
-    return MAX_NAME_CHARS if key in _TOKEN_METADATA else None
-
-
 def _check_text_entries(metadata: Dict[str, str], source: str) -> None:
-    """Refuses a fusedtrain file whose metadata entries that are no JSON (its format, the
-    versions, the entries of save(metadata=...)) are not printable strings within their bound:
-    messages quote them. The JSON entries are checked as they are decoded (decode_json)."""
-    for key, value in metadata.items():
-        if key in _JSON_METADATA:
-            continue
-        problem = _text_problem(value, _text_limit(key))
+    """Refuses a fusedtrain file whose format or version entries are not short printable
+    strings: messages quote them. The JSON entries are checked as they are decoded
+    (decode_json); the others only for lone surrogates, as every entry is (_header_metadata)."""
+    for key in _TOKEN_METADATA:
+        value = metadata.get(key)
+        problem = None if value is None else _token_problem(value)
         if problem:
             raise ValueError(f"{source}: the metadata's {key!r} entry holds {problem}; the file is damaged")
 
@@ -875,10 +868,8 @@ def model_bytes(model, metadata: Optional[Dict[str, str]] = None) -> bytes:
         if key in _RESERVED_METADATA:
             raise ValueError(f"metadata: {key!r} is one of fusedtrain's own entries ({', '.join(_RESERVED_METADATA)})")
         check.name(key, "metadata: a key")
-        problem = _text_problem(value, None)
-        if problem:
-            raise ValueError(f"metadata: the entry {key!r} holds {problem}; an entry holds printable characters "
-                             f"only")
+        if _SURROGATE.search(value):
+            raise ValueError(f"metadata: the entry {key!r} holds a lone surrogate, which no file can store")
         entries[key] = value
     tensors = {key: np.ascontiguousarray(model.backend.to_host(value))
                for key, value in layer_tensors(model).items()}
