@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -73,18 +72,6 @@ def run(ranks: int, threads: int = 1) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def cpu_name() -> str:
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor() or platform.machine()
-    return f"{fields.get('model name', platform.machine())} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
-
-
 def estimate(step_one: float, gradient_bytes: int, hosts: int, bandwidth: float, latency: float) -> float:
     """Seconds per step on ``hosts`` hosts: compute of BATCH/hosts rows plus a ring all-reduce."""
     if hosts == 1:
@@ -111,10 +98,12 @@ def main() -> None:
     parameters = runs[1][0]["parameters"]
     steps = -(-SAMPLES // BATCH)
     step_one = epoch[1] / steps
+    from fusedtrain.bench import cpu_model
+
     lines = [
         f"# Data-parallel scaling (bench/bench_distributed.py)",
         "",
-        f"{datetime.date.today().isoformat()}, {cpu_name()}, {os.cpu_count()} cores; MPICH via the `mpich` wheel, "
+        f"{datetime.date.today().isoformat()}, {cpu_model()}, {os.cpu_count()} cores; MPICH via the `mpich` wheel, "
         f"one thread per rank (OMP_NUM_THREADS=1). Command: `python bench/bench_distributed.py --repeats "
         f"{args.repeats}`; medians of {args.repeats} runs (each the median of epochs 2-3).",
         "",

@@ -12,7 +12,6 @@ import argparse
 import datetime
 import importlib.resources
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -124,8 +123,9 @@ def main() -> int:
     if args.out:
         import sklearn
 
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                   platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+        from fusedtrain.bench import cpu_model
+
+        cpu = cpu_model()
         header = [f"# Raw tables: fusedtrain train against scikit-learn's MLPClassifier", "",
                   f"- date: {datetime.date.today().isoformat()}", f"- machine: {cpu}, {os.cpu_count()} cores",
                   f"- fusedtrain: `fusedtrain train TABLE.csv --target T --test-split 0.3 --seed S` (the raw CSV, "

@@ -595,7 +595,7 @@ def measure(quick: bool = False, threads: Optional[int] = None,
 
 # ---- reporting ------------------------------------------------------------------------------
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's model name, with its family and model numbers: virtual machines often report a
     bare name ("AMD EPYC") that the numbers pin down to a generation."""
     facts: Dict[str, str] = {}
@@ -644,7 +644,7 @@ def machine_facts() -> Dict[str, str]:
     """Date, CPU, cores and library versions: the context a timing needs to mean anything."""
     return {
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "logical cores": str(os.cpu_count()),
         "python": platform.python_version(),
         "fusedtrain": f"{__version__} (SIMD path {_C.simd_path()})",
