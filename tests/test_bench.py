@@ -95,6 +95,33 @@ def test_script_writes_markdown_with_machine_and_command(tmp_path):
     _check_tables(text)
 
 
+def test_median_runs_gives_each_rows_median_over_the_runs(tmp_path):
+    """bench/median_runs.py reads the results files of several runs of the script above (two
+    written here, one made up with other ratios) and gives every row's ratio in each run and
+    the median."""
+    runs = []
+    for index in range(2):
+        runs.append(tmp_path / f"run{index}.md")
+        completed = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "bench_kernels.py"), "--quick", "--threads", "1", "--out",
+             str(runs[-1])], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert completed.returncode == 0, completed.stderr
+    third = tmp_path / "run2.md"
+    third.write_text(re.sub(r"^(\| NN square \| 64x64 @ 64x64 \|(?: [^|]+ \|){4}) [^|]+ \|",
+                            r"\1 9.5 |", runs[0].read_text(), flags=re.M))
+    runs.append(third)
+    summary = tmp_path / "medians.md"
+    completed = subprocess.run([sys.executable, str(ROOT / "bench" / "median_runs.py"), *map(str, runs),
+                                "--out", str(summary)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr
+    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[:3]): line
+            for line in summary.read_text().splitlines() if line.startswith("| 1 thread |")}
+    assert {(op, size) for _, op, size in rows} == set(_table_rows(runs[0].read_text())) >= set(EXPECTED_ROWS)
+    first, second = (float(_table_rows(run.read_text())[("NN square", "64x64 @ 64x64")][4]) for run in runs[:2])
+    cells = [cell.strip() for cell in rows[("1 thread", "NN square", "64x64 @ 64x64")].strip("|").split("|")]
+    assert cells[3:] == [f"{first:.3g}", f"{second:.3g}", "9.5", f"**{max(first, second):.3g}**"]
+
+
 def test_runs_without_threadpoolctl_and_says_so(monkeypatch, capsys):
     import fusedtrain
 
