@@ -439,6 +439,39 @@ def test_partial_fit_classes():
         MLPClassifier(class_weight="balanced").partial_fit(x, labels, classes=["a", "b", "c"])
 
 
+def test_partial_fit_with_sample_weight_is_one_epoch_of_fit_with_it():
+    x, y = _blobs()
+    weights = np.random.default_rng(5).uniform(0.0, 2.0, 90)
+    for estimator, target in ((MLPClassifier, y), (MLPRegressor, x.sum(axis=1))):
+        extra = {"classes": [0, 1, 2]} if estimator is MLPClassifier else {}
+        once = estimator((8,), random_state=2).partial_fit(x, target, sample_weight=weights, **extra)
+        fitted = estimator((8,), max_epochs=1, random_state=2).fit(x, target, sample_weight=weights)
+        unweighted = estimator((8,), max_epochs=1, random_state=2).fit(x, target)
+        method = "predict_proba" if estimator is MLPClassifier else "predict"
+        np.testing.assert_array_equal(getattr(once, method)(x), getattr(fitted, method)(x))
+        assert once.loss_curve_ == fitted.loss_curve_ != unweighted.loss_curve_
+
+
+def test_regressor_warm_start_and_warm_start_with_early_stopping():
+    x, _ = _blobs()
+    y = x.sum(axis=1)
+    cold = MLPRegressor((8,), learning_rate=0.01, max_epochs=4, random_state=0).fit(x, y)
+    warm = MLPRegressor((8,), learning_rate=0.01, max_epochs=4, random_state=0, warm_start=True).fit(x, y)
+    np.testing.assert_array_equal(cold.predict(x), warm.predict(x))
+    first_curve = list(warm.loss_curve_)
+    warm.fit(x, y)
+    assert warm.n_iter_ == 8 and warm.loss_curve_[:4] == first_curve and warm.loss_curve_[4] < first_curve[0]
+    # With early stopping, each call holds out its own validation rows and scores them; the
+    # scores of both calls are kept, the best is the last call's.
+    stopping = MLPClassifier((8,), max_epochs=3, early_stopping=True, random_state=0, warm_start=True)
+    stopping.fit(*_blobs())
+    first_scores = list(stopping.validation_scores_)
+    stopping.fit(*_blobs())
+    assert len(stopping.validation_scores_) == stopping.n_iter_ == 6
+    assert stopping.validation_scores_[:3] == first_scores
+    assert stopping.best_validation_score_ == max(stopping.validation_scores_[3:])
+
+
 def test_regressor_partial_fit():
     x, _ = _blobs()
     y = np.stack([x.sum(axis=1), x[:, 0]], axis=1)
