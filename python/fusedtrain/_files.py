@@ -21,7 +21,7 @@ import numpy as np
 _NONBLOCKING = getattr(os, "O_NONBLOCK", 0)
 _COMMON_FLAGS = _NONBLOCKING | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 _READ_FLAGS = os.O_RDONLY | _COMMON_FLAGS
-_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _COMMON_FLAGS
+_APPEND_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | _COMMON_FLAGS
 
 
 def kind_of(mode: int) -> str:
@@ -79,11 +79,13 @@ def open_regular(path: str) -> Tuple[BinaryIO, int]:
 
 
 def open_appending(path: str, writer: str) -> BinaryIO:
-    """The regular file ``path`` open for appending (binary), created when missing: what a log
-    that is read before it goes on needs. Anything else raises ValueError as open_regular does,
-    naming ``writer`` (what appends to it); a FIFO swapped in after the check makes ``open`` fail
-    at once (ENXIO, no reader) or is refused on the open descriptor, never blocks."""
-    return _open_checked(path, _APPEND_FLAGS, "ab", f"{writer} appends only to regular files")[0]
+    """The regular file ``path`` open for reading from its start and appending (binary, every
+    write goes to the end), created when missing: what a log that is read before it goes on
+    needs. Anything else raises ValueError as open_regular does, naming ``writer`` (what appends
+    to it); a FIFO swapped in after the check is refused on the open descriptor, never blocks."""
+    handle = _open_checked(path, _APPEND_FLAGS, "a+b", f"{writer} appends only to regular files")[0]
+    handle.seek(0)  # mode "a" starts at the end; O_APPEND still sends every write there
+    return handle
 
 
 def read_exactly(handle: BinaryIO, count: int, source: str) -> bytearray:

@@ -85,19 +85,18 @@ class CSVLogger(Callback):
             # A regular file only, checked before it is opened: a FIFO would block the reading
             # below, a device such as /dev/zero never end it (ValueError naming the path). A new
             # log is written as any program writes a file (a FIFO waits for its reader).
-            binary = _files.open_appending(self.filename, "CSVLogger(append=True)")
+            log = io.TextIOWrapper(_files.open_appending(self.filename, "CSVLogger(append=True)"),
+                                   encoding="utf-8", newline="")
             try:
-                existing, _ = _files.open_regular(self.filename)
-                with io.TextIOWrapper(existing, encoding="utf-8", newline="") as text:
-                    first = next(csv.reader(text, delimiter=self.separator), None)
+                first = next(csv.reader(log, delimiter=self.separator), None)
             except BaseException:
-                binary.close()
+                log.close()
                 raise
             if first is not None:
                 # Continue with the existing columns (a resumed run logs the same values).
                 header = False
                 self.keys = first[1:]
-            self._file = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+            self._file = log
         else:
             self._file = open(self.filename, "w", newline="", encoding="utf-8")
         self._header = header

@@ -355,7 +355,7 @@ def _read_safetensors(handle: BinaryIO, size: int, source: str) -> StoredFile:
     metadata = _header_metadata(header, unreadable)
     file_format = metadata.get("format")
     if isinstance(file_format, str) and file_format.startswith("fusedtrain."):
-        _check_text_entries(metadata, source)
+        _check_token_entries(metadata, source)
         _check_version(metadata, file_format, source)
     else:
         file_format = None
@@ -464,9 +464,8 @@ def _token_problem(value: str) -> Optional[str]:
     """What makes ``value``, the format or a version entry, unfit for a file, or None: more
     than MAX_NAME_CHARS characters, or one that is not printable (a control character, a line
     break, a lone surrogate)."""
-    limit = MAX_NAME_CHARS
-    if len(value) > limit:
-        return f"{len(value):,} characters (at most {limit:,})"
+    if len(value) > MAX_NAME_CHARS:
+        return f"{len(value):,} characters (at most {MAX_NAME_CHARS:,})"
     if not value.isprintable():
         index, character = next((index, character) for index, character in enumerate(value)
                                 if not character.isprintable())
@@ -474,7 +473,7 @@ def _token_problem(value: str) -> Optional[str]:
     return None
 
 
-def _check_text_entries(metadata: Dict[str, str], source: str) -> None:
+def _check_token_entries(metadata: Dict[str, str], source: str) -> None:
     """Refuses a fusedtrain file whose format or version entries are not short printable
     strings: messages quote them. The JSON entries are checked as they are decoded
     (decode_json); the others only for lone surrogates, as every entry is (_header_metadata)."""
